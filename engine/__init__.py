@@ -1,0 +1,4 @@
+"""selfdev's engine: hookspecs, plugin manager, event types, configuration, the run loop, CLI."""
+from engine.hookspecs import hookimpl
+
+__all__ = ["hookimpl"]

@@ -1,0 +1,297 @@
+"""The public plugin API of selfdev: the shapes plugins implement and the values they exchange.
+
+Plugins import from here (``from engine.api import ...``) and nothing deeper in ``engine``.
+Every component class has a ``name`` class attribute (unique within its kind) and is built by
+the engine as ``cls(ctx, **options)`` where ``options`` come from the run configuration's table
+for that component; unknown options are reported to the user by name, so list every option as
+a keyword argument with a default.
+
+Heavy libraries (torch, transformers, trl, ...) must be imported lazily inside methods.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
+
+
+# --------------------------------------------------------------------------------------------
+# helpers shared by every plugin
+
+
+def selfdev_home() -> Path:
+    """``$SELFDEV_HOME`` (default ``~/.selfdev``): the default database, caches and artifacts."""
+    home = Path(os.environ.get("SELFDEV_HOME") or Path.home() / ".selfdev")
+    home.mkdir(parents=True, exist_ok=True)
+    return home
+
+
+def cache_dir(*parts: str) -> Path:
+    """A cache folder under ``$SELFDEV_HOME/cache`` (created)."""
+    path = selfdev_home().joinpath("cache", *parts)
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 63-bit seed derived from any parts, e.g. ``derive_seed(run_seed, iteration, index)``.
+
+    Every random choice in selfdev is seeded this way, so redone work gives the same result.
+    """
+    text = ":".join(str(p) for p in parts)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big") >> 1
+
+
+class SelfdevError(Exception):
+    """An error the user can fix; the CLI prints it as one line (no traceback)."""
+
+
+class ConfigError(SelfdevError):
+    """Bad configuration: names the offending key and the allowed values."""
+
+
+# --------------------------------------------------------------------------------------------
+# values
+
+
+@dataclass
+class Completion:
+    """One sample from an algorithm factory: the raw text plus optional metadata."""
+
+    text: str
+    prompt_index: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Pair:
+    """A DPO preference pair built from dev scores (chosen scored higher than rejected)."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    chosen_score: float | None = None
+    rejected_score: float | None = None
+
+
+@dataclass
+class Refinement:
+    """What an optimizer returns: the new factory checkpoint (a directory) and its metrics."""
+
+    checkpoint: Path | None
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class MergeOutcome:
+    """Result of applying one candidate: ``status`` is ok|rejected|error|timeout|killed."""
+
+    status: str
+    reason: str | None = None
+    model: Any = None  # domain-specific merged model handle (only when status == "ok")
+    stdout: str = ""
+    duration_ms: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+@dataclass
+class Baseline:
+    """A human merge method with fixed hyper-parameters, e.g. ``ties`` with density 0.2, λ 0.5.
+
+    ``fn(task_vectors: dict[str, Tensor], base: Tensor, name: str) -> Tensor`` has exactly the
+    candidate contract, so baselines and candidates go through the same code path.
+    """
+
+    method: str
+    params: dict[str, Any]
+    fn: Callable[..., Any]
+
+    @property
+    def label(self) -> str:
+        if not self.params:
+            return self.method
+        inner = " ".join(f"{k}={v}" for k, v in self.params.items())
+        return f"{self.method} {inner}"
+
+
+# --------------------------------------------------------------------------------------------
+# the run context handed to every component
+
+
+@dataclass
+class Context:
+    """What the engine gives components: where to put things, the run seed, progress reporting."""
+
+    run_id: str
+    seed: int
+    home: Path
+    artifacts: Path  # this run's artifact folder (checkpoints named by hash)
+    progress: "Progress"
+    options: dict[str, Any] = field(default_factory=dict)  # the whole validated config, read-only
+    db: Path | None = None  # the run's database file (None for in-memory stores)
+
+
+class Progress(Protocol):
+    """Progress reporting (the console listener draws rich progress bars from it)."""
+
+    def task(self, description: str, total: int | None = None) -> "ProgressTask": ...
+
+
+class ProgressTask(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+class NullProgress:
+    """Progress that draws nothing (tests, library use)."""
+
+    class _Task:
+        def advance(self, n: int = 1) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    def task(self, description: str, total: int | None = None) -> "NullProgress._Task":
+        return NullProgress._Task()
+
+
+# --------------------------------------------------------------------------------------------
+# component kinds (plugins subclass these; the engine only relies on the methods shown)
+
+
+class Component:
+    name: ClassVar[str] = ""
+    #: set by the registry: the plugin (distribution or module) that registered the component
+    plugin: ClassVar[str] = ""
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        self.ctx = ctx
+        if options:
+            raise ConfigError(
+                f"{type(self).__name__} takes no options; got {', '.join(sorted(options))}"
+            )
+
+
+class Generator(Component):
+    """An algorithm factory: samples completions that should contain ``merge_models``."""
+
+    def generate(
+        self,
+        prompts: list[str],
+        n: int,
+        temperature: float,
+        seed: int,
+        checkpoint: Path | None = None,
+        iteration: int = 1,
+    ) -> list[Completion]:
+        """Return ``n`` completions for each prompt (``prompt_index`` says which).
+
+        ``checkpoint`` is the factory state produced by the last refinement (None = initial);
+        ``iteration`` is the loop iteration (1-based) the completions are for.
+        Completion ``i`` must depend only on (seed, i, checkpoint, temperature), so that a redo
+        after a crash gives the same text.
+        """
+        raise NotImplementedError
+
+    def initial_checkpoint(self) -> Path | None:
+        """The factory's starting checkpoint directory, if it is a trainable model."""
+        return None
+
+
+class Domain(Component):
+    """What is merged: seed + experts, the factory prompt, applying a candidate, baselines."""
+
+    #: the evaluator used when the config names none
+    default_evaluator: ClassVar[str] = "accuracy"
+
+    def prepare(self) -> dict[str, Any]:
+        """Build or load seed and experts (cached under SELFDEV_HOME); return a JSON summary."""
+        raise NotImplementedError
+
+    def expert_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def prompt(self) -> str:
+        """The paper-style factory prompt (task text, signature, one worked example)."""
+        raise NotImplementedError
+
+    def apply(self, code: str, timeout: float) -> MergeOutcome:
+        """Run candidate ``code`` through the sandbox for every mergeable parameter and return
+        the merged model (status ok) or the failure (rejected/error/timeout/killed)."""
+        raise NotImplementedError
+
+    def apply_function(self, fn: Callable[..., Any]) -> MergeOutcome:
+        """Apply a trusted in-process merge function (a baseline) with the same contract."""
+        raise NotImplementedError
+
+    def seed_model(self) -> Any:
+        """The seed model handle (scored as a reference row)."""
+        raise NotImplementedError
+
+    def expert_model(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def baselines(self) -> list[Baseline]:
+        """Human baselines swept over their coefficients, scored on the same splits."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release sandboxes and other resources."""
+
+
+class Evaluator(Component):
+    """Scores a merged model on a split (``dev`` or ``test``); ``score`` is the main metric."""
+
+    def evaluate(self, domain: Domain, model: Any, split: str) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class Optimizer(Component):
+    """Refines the factory from preference pairs; returns the new checkpoint."""
+
+    def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
+        raise NotImplementedError
+
+
+class Executor(Component):
+    """Where candidate work runs. ``map`` yields ``(index, result)`` as items finish."""
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class Listener:
+    """Optional base for ``on_event`` listeners (any object with ``on_event`` works)."""
+
+    def on_event(self, event: Mapping[str, Any]) -> None:
+        pass
+
+
+KINDS: dict[str, type[Component]] = {
+    "generator": Generator,
+    "domain": Domain,
+    "evaluator": Evaluator,
+    "optimizer": Optimizer,
+    "executor": Executor,
+}
+
+
+def parse_kv(items: Iterable[str]) -> dict[str, str]:
+    """Parse ``NAME=VALUE`` command-line items into a dict (for ``--expert`` style options)."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise SelfdevError(f"expected NAME=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key] = value
+    return out

@@ -1,0 +1,341 @@
+"""The ``selfdev`` command line.
+
+Every read command takes ``--json``; every command takes ``--db PATH`` (default
+``$SELFDEV_HOME/runs.db``). Errors the user can fix print one line and exit 2.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+import click
+
+from engine.api import SelfdevError, selfdev_home
+
+
+def default_db() -> Path:
+    return selfdev_home() / "runs.db"
+
+
+db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
+                         default=None, help="Event database (default: $SELFDEV_HOME/runs.db).")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def open_store(db: Path | None, *, readonly: bool) -> Any:
+    from store import EventStore
+
+    path = db or default_db()
+    if readonly and not path.exists():
+        raise SelfdevError(f"no database at {path} (run `selfdev demo` or pass --db)")
+    return EventStore(path, readonly=readonly, writer=" ".join(sys.argv))
+
+
+def resolve_run(store: Any, ref: str) -> str:
+    """A run id, a unique prefix of one, or ``latest``."""
+    ids = store.run_ids()
+    if ref == "latest":
+        if not ids:
+            raise SelfdevError("the database holds no runs")
+        return ids[-1]
+    if ref in ids:
+        return ref
+    matches = [i for i in ids if i.startswith(ref)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise SelfdevError(f"no run {ref!r}; `selfdev runs` lists them")
+    raise SelfdevError(f"run {ref!r} is ambiguous: {', '.join(matches[:5])}")
+
+
+def load_state(store: Any, run_id: str) -> Any:
+    from engine.state import fold
+
+    return fold(store.iter_events(run_id=run_id))
+
+
+def echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+
+
+@contextmanager
+def console_listener(quiet: bool) -> Iterator[Any]:
+    """Rich progress bars + per-iteration lines while a run goes (stderr)."""
+    from engine.api import NullProgress
+    from engine.plugins import pm
+
+    if quiet:
+        yield NullProgress()
+        return
+    from plugins.listeners.console import ConsoleListener
+
+    listener = ConsoleListener()
+    pm.register(listener, name="console")
+    try:
+        with listener:
+            yield listener
+    finally:
+        pm.unregister(name="console")
+
+
+class SelfdevGroup(click.Group):
+    """Turns user-fixable errors into one line instead of a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from store import StoreError
+
+        try:
+            return super().invoke(ctx)
+        except (SelfdevError, StoreError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted; `selfdev resume RUN` continues where the log stops", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=SelfdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option("0.1.0", prog_name="selfdev")
+def cli() -> None:
+    """selfdev: LLM-driven discovery of model-merging algorithms, with every step in an
+    append-only, hash-chained event log.
+
+    \b
+    Quick start:
+      selfdev demo                 # the whole loop on tiny models, on this CPU
+      selfdev show latest          # its tables again
+      selfdev tui                  # replay and audit it in the terminal
+    """
+
+
+def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
+    from engine.loop import Runner, start_run
+    from engine.report import render, summary
+
+    run_id = start_run(store, cfg)
+    if not quiet:
+        click.echo(f"run {run_id} (resume with `selfdev resume {run_id}`)", err=True)
+    finish(store, run_id, quiet, as_json)
+
+
+def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
+    from engine.loop import Runner
+    from engine.report import render, summary
+
+    with console_listener(quiet or as_json) as progress:
+        state = Runner(store, run_id, progress=progress).run()
+    data = summary(state)
+    if as_json:
+        echo_json(data)
+    else:
+        from rich.console import Console
+
+        render(data, Console())
+
+
+@cli.command()
+@click.option("--domain", default="digits", show_default=True, help="Merge domain.")
+@click.option("--generator", default="grammar", show_default=True, help="Algorithm factory.")
+@click.option("--optimizer", default="none", show_default=True, help="Factory refiner.")
+@click.option("--iterations", default=3, show_default=True, type=click.IntRange(1))
+@click.option("--candidates", default=100, show_default=True, type=click.IntRange(1),
+              help="Completions sampled per iteration.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
+              help="Candidates in flight at once.")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@json_option
+@db_option
+def demo(domain: str, generator: str, optimizer: str, iterations: int, candidates: int,
+         seed: int, workers: int, quiet: bool, as_json: bool, db: Path | None) -> None:
+    """Run the whole loop on the embedded tiny models (no configuration needed)."""
+    from engine.config import from_dict
+
+    cfg = from_dict({"run": {"seed": seed, "iterations": iterations, "candidates": candidates},
+                     "domain": {"name": domain}, "generator": {"name": generator},
+                     "optimizer": {"name": optimizer},
+                     "executor": {"name": "local", "workers": workers}})
+    with open_store(db, readonly=False) as store:
+        drive(store, cfg, quiet, as_json)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@json_option
+@db_option
+def run(config: Path, quiet: bool, as_json: bool, db: Path | None) -> None:
+    """Start a run from a TOML configuration."""
+    from engine.config import load
+
+    cfg = load(config)
+    with open_store(db, readonly=False) as store:
+        drive(store, cfg, quiet, as_json)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--quiet", is_flag=True, help="No progress output.")
+@json_option
+@db_option
+def resume(run_ref: str, quiet: bool, as_json: bool, db: Path | None) -> None:
+    """Continue a run from its log (after a crash, kill or failure)."""
+    with open_store(db, readonly=False) as store:
+        finish(store, resolve_run(store, run_ref), quiet, as_json)
+
+
+@cli.command()
+@json_option
+@db_option
+def runs(as_json: bool, db: Path | None) -> None:
+    """List the runs in the database."""
+    with open_store(db, readonly=True) as store:
+        rows = store.runs()
+    if as_json:
+        echo_json(rows)
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    from engine.report import fmt
+
+    t = Table()
+    for col in ("run", "status", "domain", "generator", "optimizer", "iters", "best dev",
+                "best test", "started"):
+        t.add_column(col)
+    for r in rows:
+        t.add_row(r["run_id"], r["status"], str(r.get("domain")), str(r.get("generator")),
+                  str(r.get("optimizer")), str(r.get("iterations")), fmt(r.get("best_dev")),
+                  fmt(r.get("best_test")), str(r.get("started_at", ""))[:19])
+    Console().print(t)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@json_option
+@db_option
+def show(run_ref: str, as_json: bool, db: Path | None) -> None:
+    """Configuration, per-iteration stats, leaderboard and baselines of a run."""
+    from engine.report import render, summary
+
+    with open_store(db, readonly=True) as store:
+        data = summary(load_state(store, resolve_run(store, run_ref)))
+    if as_json:
+        echo_json(data)
+    else:
+        from rich.console import Console
+
+        render(data, Console())
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--type", "types", multiple=True, help="Event type, or a prefix ending in '.'.")
+@click.option("--after", default=0, type=int, help="Only events after this position.")
+@click.option("--limit", default=None, type=int)
+@json_option
+@db_option
+def events(run_ref: str, types: tuple[str, ...], after: int, limit: int | None, as_json: bool,
+           db: Path | None) -> None:
+    """The events of a run, in log order."""
+    with open_store(db, readonly=True) as store:
+        found = store.read(run_id=resolve_run(store, run_ref), after=after,
+                           types=list(types) or None, limit=limit)
+    if as_json:
+        echo_json([{"position": e.position, "event_id": e.event_id, "run_id": e.run_id,
+                    "stream_version": e.stream_version, "type": e.type,
+                    "type_version": e.type_version, "occurred_at": e.occurred_at,
+                    "source": e.source, "payload": e.payload, "hash": e.hash} for e in found])
+        return
+    for e in found:
+        text = json.dumps(e.payload, sort_keys=True)
+        click.echo(f"{e.position:>8}  {e.type:<22} {e.source:<32} {text[:100]}")
+
+
+@cli.command()
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@json_option
+@db_option
+def verify(run_ref: str | None, as_json: bool, db: Path | None) -> None:
+    """Re-derive every hash; exit 0 when intact, else name the first broken position."""
+    with open_store(db, readonly=True) as store:
+        run_id = resolve_run(store, run_ref) if run_ref else None
+        result = store.verify(run_id)
+    if as_json:
+        echo_json({"ok": result.ok, "checked": result.checked, "first_broken": result.first_broken,
+                   "reason": result.reason, "heads": result.heads})
+    elif result.ok:
+        click.echo(f"intact: {result.checked} events verified")
+        for rid, head in sorted(result.heads.items()):
+            click.echo(f"  {rid}  head {head}")
+    else:
+        click.echo(f"BROKEN at position {result.first_broken}: {result.reason}")
+    if not result.ok:
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("run_ref", metavar="RUN")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--top", default=15, show_default=True, type=click.IntRange(1))
+@db_option
+def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
+    """Write the top algorithms as .py files plus a JSON report."""
+    from engine.report import summary
+
+    with open_store(db, readonly=True) as store:
+        run_id = resolve_run(store, run_ref)
+        state = load_state(store, run_id)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for rank, c in enumerate(state.ranked()[:top], 1):
+            path = out / f"{rank:02d}_{c.candidate_id}.py"
+            header = (f"# selfdev run {run_id}, candidate {c.candidate_id} (iteration {c.iteration})\n"
+                      f"# dev {c.dev}  test {c.test}  ast {c.ast_hash}\n")
+            path.write_text(header + store.get_text(c.code))
+            written.append(path.name)
+        report = summary(state)
+        report["files"] = written
+        (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    click.echo(f"wrote {len(written)} algorithms and report.json to {out}")
+
+
+@cli.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """Installed plugins, their hooks and the components they register."""
+    from engine.plugins import plugins_info
+
+    info = plugins_info()
+    if as_json:
+        echo_json(info)
+        return
+    for p in info:
+        comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["components"].items())
+        click.echo(f"{p['name']:<36} {comps or ', '.join(p['hooks'])}")
+
+
+def _attach_plugin_commands() -> None:
+    try:
+        from sandbox.cli import sandbox_cli
+
+        cli.add_command(sandbox_cli)
+    except ImportError:
+        pass
+    from engine.plugins import call_commands
+
+    call_commands(cli)
+
+
+_attach_plugin_commands()
+
+
+def main() -> None:
+    cli(prog_name="selfdev")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,44 @@
+"""The hook specifications of selfdev (pluggy project name ``selfdev``).
+
+Every ``register_*`` hook is registration-shaped: the engine passes a ``register`` callback and
+the plugin calls it once per component class, as in simonw/llm.
+"""
+import pluggy
+
+hookspec = pluggy.HookspecMarker("selfdev")
+hookimpl = pluggy.HookimplMarker("selfdev")
+
+
+@hookspec
+def register_generators(register):
+    """Register algorithm factories (subclasses of engine.api.Generator)."""
+
+
+@hookspec
+def register_domains(register):
+    """Register merge domains (subclasses of engine.api.Domain)."""
+
+
+@hookspec
+def register_evaluators(register):
+    """Register scorers (subclasses of engine.api.Evaluator)."""
+
+
+@hookspec
+def register_optimizers(register):
+    """Register factory refiners (subclasses of engine.api.Optimizer)."""
+
+
+@hookspec
+def register_executors(register):
+    """Register places where candidate work runs (subclasses of engine.api.Executor)."""
+
+
+@hookspec
+def on_event(event):
+    """Called after each event is committed, in log order; must not break the run."""
+
+
+@hookspec
+def register_commands(cli):
+    """Add subcommands to the ``selfdev`` click group."""

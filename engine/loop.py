@@ -1,0 +1,475 @@
+"""The run loop: ``state = fold(events)`` + ``next_step(state)``, then perform that step.
+
+Every step appends its events atomically, and every random choice is seeded from
+(run seed, iteration, candidate index), so after a crash ``selfdev resume RUN`` rebuilds the state
+from the log alone and redoes only what has no completion event, with the same results.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import random
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from engine import events as ev
+from engine import plugins as plugin_mod
+from engine.api import (Completion, Context, NullProgress, Pair, Progress, SelfdevError,
+                        derive_seed, selfdev_home)
+from engine.config import RunConfig, check_options, from_dict
+from engine.state import CandidateState, RunState, apply, fold
+
+SELFDEV_VERSION = "0.1.0"
+
+
+@dataclass
+class Step:
+    """What to do next: ``kind`` plus the iteration and candidate ids it concerns."""
+
+    kind: str
+    iteration: int = 0
+    ids: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+def top_k(state: RunState, k: int) -> list[CandidateState]:
+    """The final selection: the k best candidates by dev score, pooled over iterations."""
+    return state.ranked()[:k]
+
+
+def next_step(state: RunState, cfg: RunConfig, baseline_labels: list[str]) -> Step:
+    """The first thing the log says has not been done yet."""
+    if state.finished is not None:
+        return Step("done")
+    if state.prepared is None:
+        return Step("prepare")
+    missing = [label for label in baseline_labels if label not in state.baselines]
+    if missing:
+        return Step("baselines", labels=missing)
+    total = cfg.run.iterations
+    for t in range(1, total + 1):
+        it = state.iterations.get(t)
+        if it is None:
+            return Step("start_iteration", t)
+        if not it.generated:
+            return Step("generate", t)
+        cands = state.in_iteration(t)
+        unscreened = [c.candidate_id for c in cands if c.screen is None]
+        if unscreened:
+            return Step("screen", t, unscreened)
+        pending = [c.candidate_id for c in cands if c.screen == "accepted" and c.execution is None]
+        if pending:
+            return Step("execute", t, pending)
+        if it.pairs is None:
+            return Step("pairs", t)
+        if t < total and it.refined is None:
+            return Step("refine", t)
+        if not it.finished:
+            return Step("finish_iteration", t)
+    best = top_k(state, cfg.run.top_k)
+    untested = [c.candidate_id for c in best if not c.test_done]
+    if untested:
+        return Step("test", ids=untested)
+    if state.selection is None:
+        return Step("selection", ids=[c.candidate_id for c in best])
+    return Step("finish")
+
+
+def build_pairs(state: RunState, cfg: RunConfig, iteration: int) -> ev.PairsBuilt:
+    """Chosen = top ``p_w`` of this iteration's scored candidates, rejected = bottom ``p_l``;
+    from iteration 2 on, the top ``elites`` of each earlier iteration join the chosen side.
+    Pairs are chosen x rejected where the chosen scored strictly higher (seeded subsample
+    to ``max_pairs``)."""
+    p = cfg.pairs
+    ranked = state.ranked(iteration)
+    n = len(ranked)
+    if n < 2:
+        return ev.PairsBuilt(iteration=iteration)
+    n_w = max(1, math.ceil(p.p_w * n))
+    n_l = max(1, math.ceil(p.p_l * n))
+    chosen = ranked[:n_w]
+    rejected = [c for c in ranked[-n_l:] if c not in chosen]
+    elites: list[CandidateState] = []
+    for s in range(1, iteration):
+        elites += [c for c in state.ranked(s)[: p.elites] if c not in chosen]
+    pairs = [[c.candidate_id, r.candidate_id] for c in chosen + elites for r in rejected
+             if c.dev > r.dev]
+    if len(pairs) > p.max_pairs:
+        rng = random.Random(derive_seed(cfg.run.seed, "pairs", iteration))
+        pairs = sorted(rng.sample(pairs, p.max_pairs))
+    return ev.PairsBuilt(iteration=iteration,
+                         chosen=[c.candidate_id for c in chosen],
+                         rejected=[c.candidate_id for c in rejected],
+                         elites=[c.candidate_id for c in elites], pairs=pairs)
+
+
+def hash_directory(path: Path) -> str:
+    """Content hash of a directory tree (relative names + bytes), algorithm-prefixed."""
+    h = hashlib.blake2b(digest_size=16)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        h.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        h.update(b"\0")
+    return "b2:" + h.hexdigest()
+
+
+def new_run_id() -> str:
+    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(2)
+
+
+def db_path(store: Any) -> Path | None:
+    """The store's database file, or None when it lives in memory."""
+    db = getattr(store, "path", None)
+    if db and str(db) != ":memory:":
+        return Path(db).resolve()
+    return None
+
+
+def artifacts_root(store: Any) -> Path:
+    """Artifacts (factory checkpoints) live next to the database they belong to."""
+    db = db_path(store)
+    return db.parent / "artifacts" if db else selfdev_home() / "artifacts"
+
+
+def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
+    """Validate the components named by ``cfg`` and append ``run.started``; return the run id."""
+    registry = plugin_mod.get_registry()
+    names = {}
+    for kind in ("domain", "generator", "optimizer", "executor"):
+        section = getattr(cfg, kind)
+        cls = registry.get(kind, section.name)
+        check_options(kind, cls, section.options)
+        names[kind] = section.name
+    domain_cls = registry.get("domain", cfg.domain.name)
+    if not cfg.evaluator.name:
+        cfg.evaluator.name = domain_cls.default_evaluator
+    eval_cls = registry.get("evaluator", cfg.evaluator.name)
+    check_options("evaluator", eval_cls, cfg.evaluator.options)
+    run_id = run_id or new_run_id()
+    started = ev.RunStarted(config=cfg.to_dict(), seed=cfg.run.seed, domain=names["domain"],
+                            generator=names["generator"], evaluator=cfg.evaluator.name,
+                            optimizer=names["optimizer"], executor=names["executor"],
+                            iterations=cfg.run.iterations, candidates=cfg.run.candidates,
+                            selfdev_version=SELFDEV_VERSION)
+    from store import NewEvent
+
+    store.append(run_id, [NewEvent(started.TYPE, started.payload(), started.VERSION)],
+                 expected_version=0)
+    return run_id
+
+
+def emit_listeners(stored: Any) -> None:
+    """Call every ``on_event`` listener; a failing listener never breaks the run."""
+    for impl in plugin_mod.pm.hook.on_event.get_hookimpls():
+        try:
+            impl.function(event=stored)
+        except Exception:  # noqa: BLE001 - listeners are best effort by contract
+            pass
+
+
+class Runner:
+    """Drives one run to completion from whatever its log already holds."""
+
+    def __init__(self, store: Any, run_id: str, *, progress: Progress | None = None) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.progress = progress or NullProgress()
+        events = list(store.iter_events(run_id=run_id))
+        if not events:
+            raise SelfdevError(f"no run {run_id!r} in {getattr(store, 'path', 'the database')}")
+        self.state = fold(events)
+        if self.state.started is None:
+            raise SelfdevError(f"run {run_id!r} has no run.started event")
+        self.cfg = from_dict(self.state.started.config)
+        self.registry = plugin_mod.get_registry()
+        self.artifacts = artifacts_root(store) / run_id
+        self.artifacts.mkdir(parents=True, exist_ok=True)
+        self.ctx = Context(run_id=run_id, seed=self.cfg.run.seed, home=selfdev_home(),
+                           artifacts=self.artifacts, progress=self.progress,
+                           options=self.cfg.to_dict(), db=db_path(store))
+        self._components: dict[str, Any] = {}
+
+    # ---- components (built lazily: a finished run needs none) ------------------------------
+
+    def component(self, kind: str) -> Any:
+        if kind not in self._components:
+            section = getattr(self.cfg, kind)
+            name = section.name or (self.component("domain").default_evaluator
+                                    if kind == "evaluator" else "")
+            cls = self.registry.get(kind, name)
+            check_options(kind, cls, section.options)
+            self._components[kind] = cls(self.ctx, **section.options)
+        return self._components[kind]
+
+    @property
+    def domain(self) -> Any:
+        return self.component("domain")
+
+    def close(self) -> None:
+        for comp in self._components.values():
+            close = getattr(comp, "close", None)
+            if close:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+        self._components.clear()
+
+    # ---- appending -------------------------------------------------------------------------
+
+    def emit(self, *typed: ev.Event, source: str = "engine") -> None:
+        """Append events from one source atomically, fold them, then notify listeners."""
+        self.append([(e, source) for e in typed])
+
+    def append(self, items: list[tuple[ev.Event, str]]) -> None:
+        """Append (event, source) pairs as one atomic batch."""
+        from store import NewEvent
+
+        batch = [NewEvent(e.TYPE, e.payload(), e.VERSION, source=src) for e, src in items]
+        stored = self.store.append(self.run_id, batch, expected_version=self.state.version)
+        for s in stored:
+            apply(self.state, s)
+        for s in stored:
+            emit_listeners(s)
+
+    # ---- the loop --------------------------------------------------------------------------
+
+    def run(self) -> RunState:
+        if self.state.finished is not None:
+            return self.state
+        if self.state.version > 1:
+            self.emit(ev.RunResumed(at_version=self.state.version))
+        try:
+            self.domain  # build components early so config errors surface before work
+            labels = self.baseline_labels()
+            while True:
+                step = next_step(self.state, self.cfg, labels)
+                if step.kind == "done":
+                    break
+                getattr(self, f"do_{step.kind}")(step)
+        except SelfdevError as exc:
+            self.emit(ev.RunFailed(reason=str(exc)))
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.emit(ev.RunFailed(reason=reason))
+            raise SelfdevError(f"run {self.run_id} failed: {reason}; "
+                               f"fix it and `selfdev resume {self.run_id}`") from exc
+        finally:
+            self.close()
+        return self.state
+
+    def baseline_labels(self) -> list[str]:
+        self.baseline_table = {"seed": ("seed", {}, None)}
+        for name in self.domain.expert_names():
+            self.baseline_table[f"expert:{name}"] = ("expert", {"expert": name}, None)
+        for b in self.domain.baselines():
+            self.baseline_table[b.label] = (b.method, b.params, b.fn)
+        return list(self.baseline_table)
+
+    # ---- steps -----------------------------------------------------------------------------
+
+    def do_prepare(self, step: Step) -> None:
+        summary = self.domain.prepare()
+        self.emit(ev.DomainPrepared(summary=summary), source=self.domain.plugin)
+
+    def ensure_prepared(self) -> None:
+        if not getattr(self, "_prepared_now", False):
+            if self.state.prepared is not None:
+                self.domain.prepare()  # loads from cache after a resume
+            self._prepared_now = True
+
+    def evaluate(self, model: Any, split: str) -> dict[str, Any]:
+        return dict(self.component("evaluator").evaluate(self.domain, model, split))
+
+    def do_baselines(self, step: Step) -> None:
+        self.ensure_prepared()
+        task = self.progress.task("baselines", total=len(step.labels))
+        for label in step.labels:
+            method, params, fn = self.baseline_table[label]
+            if method == "seed":
+                model, status, reason = self.domain.seed_model(), "ok", None
+            elif method == "expert":
+                model, status, reason = self.domain.expert_model(params["expert"]), "ok", None
+            else:
+                outcome = self.domain.apply_function(fn)
+                model, status, reason = outcome.model, outcome.status, outcome.reason
+            dev = test = None
+            metrics: dict[str, Any] = {}
+            if status == "ok":
+                m_dev = self.evaluate(model, "dev")
+                m_test = self.evaluate(model, "test")
+                dev, test = m_dev.get("score"), m_test.get("score")
+                metrics = {"dev": m_dev, "test": m_test}
+            self.emit(ev.BaselineEvaluated(label=label, method=method, params=params,
+                                           status=status, reason=reason, dev=dev, test=test,
+                                           metrics=metrics), source=self.domain.plugin)
+            task.advance()
+        task.close()
+
+    def do_start_iteration(self, step: Step) -> None:
+        self.emit(ev.IterationStarted(iteration=step.iteration,
+                                      temperature=round(self.cfg.temperature.at(step.iteration), 6),
+                                      checkpoint=self.state.checkpoint))
+
+    def factory_checkpoint(self) -> Path | None:
+        if self.state.checkpoint_path:
+            return self.artifacts / self.state.checkpoint_path
+        return self.component("generator").initial_checkpoint()
+
+    def do_generate(self, step: Step) -> None:
+        t = step.iteration
+        generator = self.component("generator")
+        prompt = self.domain.prompt()
+        prompt_ref = self.store.put_blob(prompt)
+        temperature = self.state.iterations[t].temperature
+        completions: list[Completion] = generator.generate(
+            [prompt], self.cfg.run.candidates, temperature, derive_seed(self.cfg.run.seed, "generate", t),
+            checkpoint=self.factory_checkpoint(), iteration=t)
+        if not completions:
+            raise SelfdevError(f"generator {generator.name!r} produced no completions for iteration {t}")
+        batch = []
+        for index, completion in enumerate(completions):
+            ref = self.store.put_blob(completion.text)
+            batch.append(ev.CandidateGenerated(candidate_id=f"i{t}-c{index:04d}", iteration=t,
+                                               index=index, completion=ref, prompt=prompt_ref,
+                                               meta=completion.meta))
+        self.emit(*batch, source=generator.plugin)
+
+    def do_screen(self, step: Step) -> None:
+        from sandbox import extract_candidate, screen
+
+        seen = dict(self.state.by_hash)
+        batch = []
+        for cid in step.ids:
+            text = self.store.get_text(self.state.candidates[cid].completion)
+            code = extract_candidate(text)
+            if code is None:
+                batch.append(ev.CandidateScreened(candidate_id=cid, status="rejected",
+                                                  reason="no merge_models function found in the completion"))
+                continue
+            code_ref = self.store.put_blob(code)
+            verdict = screen(code)
+            if not verdict.ok:
+                batch.append(ev.CandidateScreened(candidate_id=cid, status="rejected",
+                                                  reason=verdict.reason, code=code_ref,
+                                                  ast_hash=verdict.ast_hash))
+            elif verdict.ast_hash in seen:
+                batch.append(ev.CandidateScreened(candidate_id=cid, status="duplicate",
+                                                  reason=f"same program as {seen[verdict.ast_hash]}",
+                                                  code=code_ref, ast_hash=verdict.ast_hash,
+                                                  duplicate_of=seen[verdict.ast_hash]))
+            else:
+                seen[verdict.ast_hash] = cid
+                batch.append(ev.CandidateScreened(candidate_id=cid, status="accepted",
+                                                  code=code_ref, ast_hash=verdict.ast_hash))
+        self.emit(*batch)
+
+    def run_candidate(self, cid: str, split: str) -> list[ev.Event]:
+        """Apply one candidate through the sandbox and score it (runs in the executor)."""
+        code = self.store.get_text(self.state.candidates[cid].code)
+        outcome = self.domain.apply(code, self.cfg.run.timeout)
+        executed = ev.CandidateExecuted(candidate_id=cid, status=outcome.status,
+                                        reason=outcome.reason,
+                                        duration_ms=round(outcome.duration_ms, 3),
+                                        stdout=outcome.stdout)
+        if not outcome.ok:
+            return [executed] if split == "dev" else [
+                ev.CandidateEvaluated(candidate_id=cid, split=split, score=None,
+                                      metrics={"error": f"{outcome.status}: {outcome.reason}"})]
+        try:
+            metrics = self.evaluate(outcome.model, split)
+        except Exception as exc:  # noqa: BLE001 - a merged model that breaks the evaluator
+            executed.status, executed.reason = "error", f"evaluation failed: {type(exc).__name__}: {exc}"
+            return [executed] if split == "dev" else [
+                ev.CandidateEvaluated(candidate_id=cid, split=split, score=None,
+                                      metrics={"error": executed.reason})]
+        evaluated = ev.CandidateEvaluated(candidate_id=cid, split=split,
+                                          score=metrics.get("score"), metrics=metrics)
+        return [executed, evaluated] if split == "dev" else [evaluated]
+
+    def run_many(self, ids: list[str], split: str, description: str) -> None:
+        self.ensure_prepared()
+        executor = self.component("executor")
+        evaluator_plugin = self.component("evaluator").plugin
+        task = self.progress.task(description, total=len(ids))
+        for _, produced in executor.map(lambda cid: self.run_candidate(cid, split), ids):
+            self.append([(e, self.domain.plugin if isinstance(e, ev.CandidateExecuted)
+                          else evaluator_plugin) for e in produced])
+            task.advance()
+        task.close()
+
+    def do_execute(self, step: Step) -> None:
+        self.run_many(step.ids, "dev", f"iteration {step.iteration}: candidates")
+
+    def do_test(self, step: Step) -> None:
+        self.run_many(step.ids, "test", f"top {len(step.ids)} on test")
+
+    def do_pairs(self, step: Step) -> None:
+        self.emit(build_pairs(self.state, self.cfg, step.iteration))
+
+    def do_refine(self, step: Step) -> None:
+        t = step.iteration
+        optimizer = self.component("optimizer")
+        built = self.state.iterations[t].pairs
+        if not built.pairs:
+            self.emit(ev.FactoryRefined(iteration=t, optimizer=optimizer.name,
+                                        checkpoint=self.state.checkpoint,
+                                        path=self.state.checkpoint_path,
+                                        metrics={"skipped": "no preference pairs"}),
+                      source=optimizer.plugin)
+            return
+        prompt_text = self.store.get_text(self.state.candidates[built.pairs[0][0]].prompt)
+        pairs = []
+        for chosen, rejected in built.pairs:
+            c, r = self.state.candidates[chosen], self.state.candidates[rejected]
+            pairs.append(Pair(prompt=prompt_text, chosen=self.store.get_text(c.completion),
+                              rejected=self.store.get_text(r.completion),
+                              chosen_score=c.dev, rejected_score=r.dev))
+        result = optimizer.refine(self.factory_checkpoint(), pairs, t)
+        checkpoint, path = self.state.checkpoint, self.state.checkpoint_path
+        if result.checkpoint is not None:
+            src = Path(result.checkpoint)
+            checkpoint = hash_directory(src)
+            rel = Path("factory") / checkpoint.split(":", 1)[1]
+            dest = self.artifacts / rel
+            if not dest.exists():
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                if src.resolve().is_relative_to(self.artifacts.resolve()):
+                    os.replace(src, dest)
+                else:
+                    shutil.copytree(src, dest)
+            path = str(rel)
+        self.emit(ev.FactoryRefined(iteration=t, optimizer=optimizer.name, checkpoint=checkpoint,
+                                    path=path, metrics=result.metrics), source=optimizer.plugin)
+
+    def do_finish_iteration(self, step: Step) -> None:
+        self.emit(ev.IterationFinished(iteration=step.iteration,
+                                       stats=self.state.iteration_stats(step.iteration)))
+
+    def do_selection(self, step: Step) -> None:
+        self.emit(ev.SelectionTested(k=self.cfg.run.top_k, candidates=step.ids,
+                                     best_dev=step.ids[0] if step.ids else None))
+
+    def do_finish(self, step: Step) -> None:
+        from engine.report import summary
+
+        self.emit(ev.RunFinished(summary=summary(self.state)["table"]))
+
+
+def run_config(store: Any, cfg: RunConfig, *, progress: Progress | None = None,
+               run_id: str | None = None, on_start: Callable[[str], None] | None = None) -> RunState:
+    """Start a run from a configuration and drive it to the end."""
+    run_id = start_run(store, cfg, run_id=run_id)
+    if on_start:
+        on_start(run_id)
+    return Runner(store, run_id, progress=progress).run()

@@ -1,0 +1,196 @@
+"""``state = fold(events)``: the state of a run rebuilt from its log.
+
+The engine uses it to decide the next step; the TUI uses the same fold to show a run as of any
+position (the playhead). The fold is pure: it reads event types and payloads only, never the
+clock, the store or plugins.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from engine import events as ev
+
+
+@dataclass
+class CandidateState:
+    candidate_id: str
+    iteration: int
+    index: int
+    completion: str = ""  # blob ref
+    prompt: str = ""  # blob ref
+    screen: str | None = None  # accepted | rejected | duplicate
+    code: str | None = None  # blob ref
+    ast_hash: str | None = None
+    duplicate_of: str | None = None
+    execution: str | None = None  # ok | rejected | error | timeout | killed
+    reason: str | None = None
+    stdout: str = ""
+    duration_ms: float | None = None
+    dev: float | None = None
+    test: float | None = None
+    test_done: bool = False
+    metrics: dict[str, Any] = field(default_factory=dict)
+    position: int = 0  # log position of its last event
+
+    @property
+    def status(self) -> str:
+        """One word for tables: generated, rejected, duplicate, error, timeout, scored ..."""
+        if self.dev is not None:
+            return "scored"
+        if self.execution and self.execution != "ok":
+            return self.execution
+        if self.screen and self.screen != "accepted":
+            return self.screen
+        if self.execution == "ok":
+            return "executed"
+        return "screened" if self.screen else "generated"
+
+
+@dataclass
+class IterationState:
+    iteration: int
+    temperature: float
+    checkpoint: str | None = None
+    generated: bool = False
+    pairs: ev.PairsBuilt | None = None
+    refined: ev.FactoryRefined | None = None
+    finished: bool = False
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RunState:
+    run_id: str = ""
+    started: ev.RunStarted | None = None
+    prepared: dict[str, Any] | None = None
+    baselines: dict[str, ev.BaselineEvaluated] = field(default_factory=dict)
+    iterations: dict[int, IterationState] = field(default_factory=dict)
+    candidates: dict[str, CandidateState] = field(default_factory=dict)
+    by_hash: dict[str, str] = field(default_factory=dict)  # ast hash -> first candidate id
+    selection: ev.SelectionTested | None = None
+    finished: ev.RunFinished | None = None
+    failed: str | None = None
+    checkpoint: str | None = None  # current factory (hash) after the latest refinement
+    checkpoint_path: str | None = None
+    version: int = 0  # stream version of the last folded event
+    position: int = 0  # global position of the last folded event
+    events: int = 0
+
+    # ---- derived views -------------------------------------------------------------------
+
+    def in_iteration(self, iteration: int) -> list[CandidateState]:
+        return sorted((c for c in self.candidates.values() if c.iteration == iteration),
+                      key=lambda c: c.index)
+
+    def ranked(self, iteration: int | None = None) -> list[CandidateState]:
+        """Scored candidates, best dev score first (ties: earlier iteration, lower index)."""
+        pool = [c for c in self.candidates.values() if c.dev is not None
+                and (iteration is None or c.iteration == iteration)]
+        return sorted(pool, key=lambda c: (-c.dev, c.iteration, c.index))
+
+    def iteration_stats(self, iteration: int) -> dict[str, Any]:
+        cands = self.in_iteration(iteration)
+        scored = [c.dev for c in cands if c.dev is not None]
+        n = len(cands)
+        accepted = sum(1 for c in cands if c.screen == "accepted")
+        executed_ok = sum(1 for c in cands if c.execution == "ok")
+        it = self.iterations.get(iteration)
+        stats = {
+            "iteration": iteration,
+            "temperature": it.temperature if it else None,
+            "generated": n,
+            "screened": sum(1 for c in cands if c.screen is not None),
+            "accepted": accepted,
+            "duplicates": sum(1 for c in cands if c.screen == "duplicate"),
+            "executed": sum(1 for c in cands if c.execution is not None),
+            "executed_ok": executed_ok,
+            "scored": len(scored),
+            "executable_rate": round(executed_ok / n, 4) if n else None,
+            "best": max(scored) if scored else None,
+            "mean": round(sum(scored) / len(scored), 4) if scored else None,
+        }
+        if it and it.pairs is not None:
+            stats["pairs"] = len(it.pairs.pairs)
+        if it and it.refined is not None:
+            for key in ("loss", "margin", "reward_margin", "train_loss"):
+                if key in it.refined.metrics:
+                    stats[key] = it.refined.metrics[key]
+        return stats
+
+
+def apply(state: RunState, event: Any) -> RunState:
+    """Fold one stored event (anything with type, payload, stream_version, position) into state."""
+    typed = ev.parse(event.type, event.payload)
+    state.version = event.stream_version
+    state.position = event.position
+    state.events += 1
+    if not state.run_id:
+        state.run_id = event.run_id
+    if typed is None:
+        return state
+    if isinstance(typed, ev.RunStarted):
+        state.started = typed
+    elif isinstance(typed, ev.DomainPrepared):
+        state.prepared = typed.summary
+    elif isinstance(typed, ev.BaselineEvaluated):
+        state.baselines[typed.label] = typed
+    elif isinstance(typed, ev.IterationStarted):
+        state.iterations[typed.iteration] = IterationState(typed.iteration, typed.temperature,
+                                                           typed.checkpoint)
+    elif isinstance(typed, ev.CandidateGenerated):
+        state.candidates[typed.candidate_id] = CandidateState(
+            typed.candidate_id, typed.iteration, typed.index, typed.completion,
+            prompt=typed.prompt, position=event.position)
+        it = state.iterations.get(typed.iteration)
+        if it is not None:
+            it.generated = True
+    elif isinstance(typed, ev.CandidateScreened):
+        c = state.candidates[typed.candidate_id]
+        c.screen, c.reason, c.code, c.ast_hash = typed.status, typed.reason, typed.code, typed.ast_hash
+        c.duplicate_of = typed.duplicate_of
+        c.position = event.position
+        if typed.status == "accepted" and typed.ast_hash:
+            state.by_hash.setdefault(typed.ast_hash, typed.candidate_id)
+    elif isinstance(typed, ev.CandidateExecuted):
+        c = state.candidates[typed.candidate_id]
+        c.execution, c.duration_ms, c.stdout = typed.status, typed.duration_ms, typed.stdout
+        if typed.status != "ok":
+            c.reason = typed.reason
+        c.position = event.position
+    elif isinstance(typed, ev.CandidateEvaluated):
+        c = state.candidates[typed.candidate_id]
+        if typed.split == "dev":
+            c.dev = typed.score
+            c.metrics = dict(typed.metrics)
+        elif typed.split == "test":
+            c.test = typed.score
+            c.test_done = True
+        c.position = event.position
+    elif isinstance(typed, ev.PairsBuilt):
+        state.iterations[typed.iteration].pairs = typed
+    elif isinstance(typed, ev.FactoryRefined):
+        state.iterations[typed.iteration].refined = typed
+        state.checkpoint = typed.checkpoint
+        state.checkpoint_path = typed.path
+    elif isinstance(typed, ev.IterationFinished):
+        it = state.iterations[typed.iteration]
+        it.finished, it.stats = True, typed.stats
+    elif isinstance(typed, ev.SelectionTested):
+        state.selection = typed
+    elif isinstance(typed, ev.RunFinished):
+        state.finished = typed
+        state.failed = None
+    elif isinstance(typed, ev.RunFailed):
+        state.failed = typed.reason
+    elif isinstance(typed, ev.RunResumed):
+        state.failed = None
+    return state
+
+
+def fold(events: Iterable[Any], state: RunState | None = None) -> RunState:
+    """Fold events (in log order) into a fresh or given state."""
+    state = state or RunState()
+    for event in events:
+        apply(state, event)
+    return state

@@ -1,0 +1,280 @@
+"""Streaming I/O for Hugging Face causal-LM directories (safetensors, sharded or not).
+
+Trusted helpers used by the ``lm`` and ``toymath`` domains and by ``selfdev apply``:
+
+* :class:`ModelDir` indexes a model directory (``model.safetensors`` or
+  ``model.safetensors.index.json`` + shards) and reads one tensor at a time through
+  ``safetensors.safe_open`` (memory-mapped, nothing is loaded up front);
+* :func:`check_same_architecture` refuses experts that do not match the seed, naming the first
+  differing tensor;
+* :class:`ShardWriter` writes tensors incrementally into ``model-0000i-of-0000n.safetensors``
+  shards (plus the index) so a merged 7B model never has to sit in memory;
+* :func:`copy_model_files` copies config, generation config and tokenizer files.
+
+Heavy imports (torch, safetensors) happen inside functions: importing this module is cheap.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from engine.api import ConfigError, SelfdevError
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+#: files that hold weights (never copied from the seed into a merged directory)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".h5", ".msgpack")
+_WEIGHT_NAMES = {INDEX_FILE, "pytorch_model.bin.index.json"}
+
+# safetensors dtype strings -> bytes per element
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1, "U16": 2, "U32": 4, "U64": 8}
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # safetensors spelling: F32, BF16, ...
+    file: str
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+    @property
+    def nbytes(self) -> int:
+        return self.numel * _DTYPE_BYTES.get(self.dtype, 4)
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype in _FLOAT_DTYPES
+
+
+@dataclass
+class ModelDir:
+    """A Hugging Face model directory whose weights are safetensors (one file or shards)."""
+
+    path: Path
+    tensors: dict[str, TensorInfo]
+    config: dict[str, Any] = field(default_factory=dict)
+    _handles: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, role: str = "model") -> "ModelDir":
+        p = Path(path).expanduser()
+        if not p.is_dir():
+            raise ConfigError(f"{role} directory not found: {p}")
+        files: list[str]
+        if (p / INDEX_FILE).is_file():
+            index = json.loads((p / INDEX_FILE).read_text())
+            weight_map = index.get("weight_map") or {}
+            files = sorted(set(weight_map.values()))
+        elif (p / SINGLE_FILE).is_file():
+            files = [SINGLE_FILE]
+        else:
+            others = sorted(f.name for f in p.iterdir() if f.suffix in (".bin", ".pt", ".pth", ".gguf"))
+            if others:
+                raise ConfigError(
+                    f"{role} {p} has no safetensors weights (found {', '.join(others[:3])}); "
+                    "convert it with `AutoModelForCausalLM.from_pretrained(...).save_pretrained(dir)`")
+            raise ConfigError(f"{role} {p} has no {SINGLE_FILE} or {INDEX_FILE}")
+        from safetensors import safe_open
+
+        tensors: dict[str, TensorInfo] = {}
+        for fname in files:
+            fpath = p / fname
+            if not fpath.is_file():
+                raise ConfigError(f"{role} {p}: shard {fname} named in {INDEX_FILE} is missing")
+            with safe_open(str(fpath), framework="pt") as f:
+                for key in f.keys():
+                    sl = f.get_slice(key)
+                    tensors[key] = TensorInfo(key, tuple(sl.get_shape()), sl.get_dtype(), fname)
+        config = {}
+        if (p / "config.json").is_file():
+            config = json.loads((p / "config.json").read_text())
+        return cls(p, dict(sorted(tensors.items())), config)
+
+    # ---------------------------------------------------------------- reading
+    def _handle(self, fname: str):
+        h = self._handles.get(fname)
+        if h is None:
+            from safetensors import safe_open
+
+            h = safe_open(str(self.path / fname), framework="pt")
+            self._handles[fname] = h
+        return h
+
+    def get(self, name: str):
+        """One tensor (a fresh CPU tensor in the stored dtype)."""
+        info = self.tensors[name]
+        return self._handle(info.file).get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.tensors)
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+    @property
+    def num_params(self) -> int:
+        return sum(t.numel for t in self.tensors.values())
+
+    @property
+    def tied_embeddings(self) -> bool:
+        return bool(self.config.get("tie_word_embeddings", False))
+
+
+def check_same_architecture(seed: ModelDir, expert: ModelDir, expert_name: str) -> list[str]:
+    """Raise ConfigError naming the first differing tensor; return warnings (dtype differences)."""
+    for key in ("model_type", "architectures"):
+        a, b = seed.config.get(key), expert.config.get(key)
+        if a is not None and b is not None and a != b:
+            raise ConfigError(f"expert {expert_name!r} ({expert.path}) has {key} {b!r} but the seed "
+                              f"({seed.path}) has {a!r}: experts must share the seed's architecture")
+    warnings: list[str] = []
+    for name in sorted(set(seed.tensors) | set(expert.tensors)):
+        s, e = seed.tensors.get(name), expert.tensors.get(name)
+        if e is None:
+            raise ConfigError(f"expert {expert_name!r} does not match the seed: tensor {name!r} is missing "
+                              f"from the expert ({expert.path})")
+        if s is None:
+            raise ConfigError(f"expert {expert_name!r} does not match the seed: tensor {name!r} is in the "
+                              f"expert ({expert.path}) but not in the seed ({seed.path})")
+        if s.shape != e.shape:
+            raise ConfigError(f"expert {expert_name!r} does not match the seed at tensor {name!r}: shape "
+                              f"{list(e.shape)} vs the seed's {list(s.shape)}")
+        if s.dtype != e.dtype:
+            if s.is_float != e.is_float:
+                raise ConfigError(f"expert {expert_name!r} does not match the seed at tensor {name!r}: "
+                                  f"dtype {e.dtype} vs the seed's {s.dtype}")
+            warnings.append(f"{expert_name}: {name} is {e.dtype}, seed is {s.dtype} (cast)")
+    return warnings
+
+
+# -------------------------------------------------------------------- mergeable selection
+MLP_PATTERN = re.compile(r"(^|\.)(mlp|feed_forward|ffn)\.")
+
+
+def mergeable_filter(spec: str):
+    """``all`` | ``mlp`` | ``re:<regex>`` -> predicate over (name, TensorInfo)."""
+    if spec == "all":
+        return lambda name, info: info.is_float
+    if spec == "mlp":
+        return lambda name, info: info.is_float and bool(MLP_PATTERN.search(name))
+    if spec.startswith("re:"):
+        try:
+            rx = re.compile(spec[3:])
+        except re.error as exc:
+            raise ConfigError(f"mergeable: bad regex {spec[3:]!r}: {exc}") from None
+        return lambda name, info: info.is_float and bool(rx.search(name))
+    raise ConfigError(f"mergeable must be 'all', 'mlp' or 're:<regex>'; got {spec!r}")
+
+
+def chunk_names(infos: Iterable[TensorInfo], budget_bytes: int, factor: int = 1) -> Iterator[list[str]]:
+    """Group tensors (in the given order) so that ``factor * fp32 size`` of each group stays under
+    ``budget_bytes`` (a single larger tensor makes its own group)."""
+    group: list[str] = []
+    size = 0
+    for info in infos:
+        b = info.numel * 4 * factor
+        if group and size + b > budget_bytes:
+            yield group
+            group, size = [], 0
+        group.append(info.name)
+        size += b
+    if group:
+        yield group
+
+
+# -------------------------------------------------------------------- writing
+class ShardWriter:
+    """Write tensors one by one into safetensors shards of at most ``max_shard_bytes``.
+
+    ``close()`` renames the shards to ``model-0000i-of-0000n.safetensors`` and writes the index, or
+    names a single shard ``model.safetensors`` (what ``save_pretrained`` does).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, max_shard_bytes: int = 2 * 1024**3) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        for old in list(self.out.glob("*.safetensors")) + [self.out / INDEX_FILE]:
+            if old.exists():
+                old.unlink()
+        self.max = max_shard_bytes
+        self._buf: dict[str, Any] = {}
+        self._buf_bytes = 0
+        self._shards: list[tuple[str, list[str]]] = []
+        self.total_bytes = 0
+
+    def add(self, name: str, tensor) -> None:
+        t = tensor.detach().contiguous()
+        nbytes = t.numel() * t.element_size()
+        if self._buf and self._buf_bytes + nbytes > self.max:
+            self._flush()
+        self._buf[name] = t
+        self._buf_bytes += nbytes
+        self.total_bytes += nbytes
+
+    def _flush(self) -> None:
+        if not self._buf:
+            return
+        from safetensors.torch import save_file
+
+        tmp = f"shard-{len(self._shards):05d}.tmp.safetensors"
+        save_file(self._buf, str(self.out / tmp), metadata={"format": "pt"})
+        self._shards.append((tmp, list(self._buf)))
+        self._buf, self._buf_bytes = {}, 0
+
+    def close(self) -> Path:
+        self._flush()
+        n = len(self._shards)
+        if n == 0:
+            raise SelfdevError("no tensors were written")
+        if n == 1:
+            os.replace(self.out / self._shards[0][0], self.out / SINGLE_FILE)
+            return self.out
+        weight_map = {}
+        for i, (tmp, names) in enumerate(self._shards, 1):
+            final = f"model-{i:05d}-of-{n:05d}.safetensors"
+            os.replace(self.out / tmp, self.out / final)
+            weight_map.update({k: final for k in names})
+        index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+        (self.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        return self.out
+
+
+def copy_model_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Copy every top-level non-weight file (config, generation config, tokenizer, chat template...)."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for f in sorted(src.iterdir()):
+        if not f.is_file() or f.name in _WEIGHT_NAMES or f.name.endswith(_WEIGHT_SUFFIXES):
+            continue
+        shutil.copy2(f, dst / f.name)
+        copied.append(f.name)
+    return copied
+
+
+_TORCH_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16"}
+
+
+def torch_dtype(st_dtype: str):
+    import torch
+
+    return getattr(torch, _TORCH_DTYPES.get(st_dtype, "float32"))

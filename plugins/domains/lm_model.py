@@ -1,0 +1,193 @@
+"""The model handle the ``lm``/``toymath`` domains hand to evaluators.
+
+An :class:`LMModel` is a Hugging Face causal-LM directory (``source``: config, tokenizer and
+weights) plus optional in-memory ``overrides`` (tensor name -> merged tensor). Small models are
+merged in memory (no disk round trip per candidate); big models are streamed to a merged
+directory on disk and the handle has no overrides. Either way evaluators call:
+
+* ``handle.load(device, dtype) -> (model, tokenizer)``: a ready ``transformers`` model in eval
+  mode; loaded instances are cached per (source, device, dtype) and overrides are copied in
+  place, so scoring many candidates of a small model does not reload anything;
+* ``handle.save(out_dir)``: a normal HF directory that ``AutoModelForCausalLM.from_pretrained``
+  loads as is (used by the vLLM path and by ``selfdev apply --out``);
+* ``handle.fingerprint``: a short content hash (for caching and events).
+"""
+from __future__ import annotations
+
+import hashlib
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.api import SelfdevError
+
+
+@dataclass(eq=False)
+class LMModel:
+    source: Path
+    overrides: dict[str, Any] | None = None
+    label: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.source = Path(self.source)
+        self._fp: str | None = None
+
+    def __repr__(self) -> str:  # keep tensors out of logs
+        n = len(self.overrides) if self.overrides else 0
+        return f"LMModel({self.label or self.source.name!r}, source={str(self.source)!r}, overrides={n})"
+
+    @property
+    def fingerprint(self) -> str:
+        if self._fp is None:
+            h = hashlib.blake2b(digest_size=8)
+            h.update(str(self.source.resolve()).encode())
+            for name in sorted(self.overrides or {}):
+                t = self.overrides[name].detach().contiguous().cpu()
+                h.update(name.encode())
+                h.update(t.view(-1).view(dtype=__import__("torch").uint8).numpy().tobytes()
+                         if t.numel() else b"")
+            self._fp = h.hexdigest()
+        return self._fp
+
+    # ------------------------------------------------------------------ loading
+    def tokenizer(self):
+        return load_tokenizer(self.source)
+
+    def load(self, device: str = "cpu", dtype: Any = None):
+        """Return ``(model, tokenizer)``. The model is shared: do not modify it."""
+        model = _cached_model(self.source, device, dtype)
+        _apply_overrides(model, self.source, self.overrides or {})
+        return model, load_tokenizer(self.source)
+
+    def save(self, out_dir: str | Path, max_shard_bytes: int = 2 * 1024**3) -> Path:
+        """Write a normal HF model directory (config, tokenizer, safetensors)."""
+        from plugins.domains.lm_io import ModelDir, ShardWriter, copy_model_files
+
+        out = Path(out_dir)
+        if out.resolve() == self.source.resolve():
+            raise SelfdevError(f"refusing to overwrite the source model {self.source}")
+        src = ModelDir.open(self.source, "source")
+        copy_model_files(self.source, out)
+        writer = ShardWriter(out, max_shard_bytes)
+        over = self.overrides or {}
+        for name, info in src.tensors.items():
+            t = over.get(name)
+            if t is None:
+                t = src.get(name)
+            else:
+                t = t.to(_st_to_torch(info.dtype))
+            writer.add(name, t)
+        writer.close()
+        src.close()
+        return out
+
+
+def _st_to_torch(st: str):
+    from plugins.domains.lm_io import torch_dtype
+
+    return torch_dtype(st)
+
+
+# ---------------------------------------------------------------------- caches
+_lock = threading.RLock()
+_tok_cache: dict[str, Any] = {}
+_model_cache: dict[tuple, dict[str, Any]] = {}
+MAX_CACHED_MODELS = 2
+
+
+def load_tokenizer(source: Path):
+    key = str(Path(source).resolve())
+    with _lock:
+        tok = _tok_cache.get(key)
+        if tok is None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(key)
+            if tok.pad_token_id is None:
+                tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+            tok.padding_side = "left"
+            _tok_cache[key] = tok
+        return tok
+
+
+def _cached_model(source: Path, device: str, dtype: Any):
+    import torch
+
+    key = (str(Path(source).resolve()), str(device), str(dtype))
+    with _lock:
+        entry = _model_cache.get(key)
+        if entry is None:
+            from transformers import AutoModelForCausalLM
+
+            kwargs: dict[str, Any] = {}
+            if dtype is not None:
+                kwargs["dtype"] = dtype if not isinstance(dtype, str) or dtype == "auto" \
+                    else getattr(torch, dtype)
+            model = AutoModelForCausalLM.from_pretrained(key, **kwargs)
+            model.to(device)
+            model.eval()
+            while len(_model_cache) >= MAX_CACHED_MODELS:
+                _model_cache.pop(next(iter(_model_cache)))
+            entry = {"model": model, "applied": None, "touched": set()}
+            _model_cache[key] = entry
+        else:  # LRU order
+            _model_cache.pop(key)
+            _model_cache[key] = entry
+        return entry["model"]
+
+
+def _entry_for(model) -> dict[str, Any]:
+    for entry in _model_cache.values():
+        if entry["model"] is model:
+            return entry
+    raise KeyError("model not cached")
+
+
+def _apply_overrides(model, source: Path, overrides: dict[str, Any]) -> None:
+    """Copy ``overrides`` into the cached ``model``; restore tensors an earlier handle overrode."""
+    import torch
+
+    with _lock:
+        entry = _entry_for(model)
+        if entry["applied"] is not None and entry["applied"] == id(overrides) and entry.get("ref") is overrides:
+            return
+        params = dict(model.named_parameters())
+        params.update(dict(model.named_buffers()))
+        restore = [n for n in entry["touched"] if n not in overrides]
+        with torch.no_grad():
+            if restore:
+                from plugins.domains.lm_io import ModelDir
+
+                src = ModelDir.open(source, "source")
+                for name in restore:
+                    params[name].copy_(src.get(name).to(params[name].device, params[name].dtype))
+                src.close()
+            for name, value in overrides.items():
+                p = params.get(name)
+                if p is None:
+                    raise SelfdevError(f"merged tensor {name!r} is not a parameter of the model loaded "
+                                       f"from {source}")
+                if tuple(p.shape) != tuple(value.shape):
+                    raise SelfdevError(f"merged tensor {name!r} has shape {list(value.shape)}, "
+                                       f"the model expects {list(p.shape)}")
+                p.copy_(value.to(p.device, p.dtype))
+        entry["touched"] = set(overrides)
+        entry["applied"] = id(overrides)
+        entry["ref"] = overrides
+
+
+def clear_caches() -> None:
+    with _lock:
+        _model_cache.clear()
+        _tok_cache.clear()
+
+
+def as_handle(model: Any) -> LMModel:
+    """Accept an LMModel or a path to a model directory."""
+    if isinstance(model, LMModel):
+        return model
+    if isinstance(model, (str, Path)):
+        return LMModel(Path(model))
+    raise SelfdevError(f"expected an LMModel handle or a model directory, got {type(model).__name__}")

@@ -1,0 +1,45 @@
+"""The ``local`` executor: candidate work on this machine.
+
+Each candidate already runs in its own sandboxed child process (forked from the sandbox's warm,
+clean parent), so the executor only decides how many candidates are in flight at once:
+``workers = 1`` runs them one after another in log order; more workers keep several sandbox
+children busy from a pool of supervisor threads (the trusted evaluation releases the GIL in torch).
+"""
+from __future__ import annotations
+
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from typing import Any, Callable, Iterator
+
+from engine.api import ConfigError, Context, Executor
+from engine.hookspecs import hookimpl
+
+
+class LocalExecutor(Executor):
+    name = "local"
+
+    def __init__(self, ctx: Context, workers: int = 1) -> None:
+        super().__init__(ctx)
+        if not isinstance(workers, int) or workers < 1:
+            raise ConfigError(f"config: [executor] workers must be a positive integer, got {workers!r}")
+        self.workers = workers
+
+    def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
+        if self.workers == 1:
+            for i, item in enumerate(items):
+                yield i, fn(item)
+            return
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="selfdev-local") as pool:
+            pending = {}
+            queue = list(enumerate(items))
+            while queue or pending:
+                while queue and len(pending) < self.workers:
+                    i, item = queue.pop(0)
+                    pending[pool.submit(fn, item)] = i
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield pending.pop(fut), fut.result()
+
+
+@hookimpl
+def register_executors(register):
+    register(LocalExecutor)

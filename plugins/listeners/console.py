@@ -1,0 +1,73 @@
+"""The console listener: rich progress bars while a run goes, one line per iteration.
+
+The CLI registers one ``ConsoleListener`` for the duration of a command (it is not registered on
+import, so library use and tests stay quiet). It is also the ``Progress`` handed to components,
+so model building, baselines and candidate execution all draw bars in the same display.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engine.hookspecs import hookimpl
+
+
+class _Task:
+    def __init__(self, progress: Any, task_id: Any) -> None:
+        self.progress, self.task_id = progress, task_id
+
+    def advance(self, n: int = 1) -> None:
+        self.progress.advance(self.task_id, n)
+
+    def close(self) -> None:
+        self.progress.update(self.task_id, visible=False)
+        self.progress.remove_task(self.task_id)
+
+
+class ConsoleListener:
+    """Rich progress bars and a line per finished iteration, on stderr."""
+
+    def __init__(self, console: Any = None) -> None:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                                   TextColumn, TimeElapsedColumn)
+
+        self.console = console or Console(stderr=True)
+        self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                             MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
+                             transient=True)
+
+    def __enter__(self) -> "ConsoleListener":
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.bars.stop()
+
+    # Progress protocol
+    def task(self, description: str, total: int | None = None) -> _Task:
+        return _Task(self.bars, self.bars.add_task(description, total=total))
+
+    @hookimpl
+    def on_event(self, event: Any) -> None:
+        p = event.payload
+        if event.type == "run.started":
+            self.console.print(f"[bold]run {event.run_id}[/]: domain {p['domain']}, generator "
+                               f"{p['generator']}, optimizer {p['optimizer']}, {p['iterations']} "
+                               f"iterations x {p['candidates']} candidates, seed {p['seed']}")
+        elif event.type == "run.resumed":
+            self.console.print(f"resuming {event.run_id} after event {p['at_version']}")
+        elif event.type == "iteration.finished":
+            s = p["stats"]
+            best = "-" if s.get("best") is None else f"{s['best']:.2f}"
+            mean = "-" if s.get("mean") is None else f"{s['mean']:.2f}"
+            rate = s.get("executable_rate") or 0.0
+            self.console.print(f"iteration {s['iteration']}: T={s['temperature']:.3f} "
+                               f"generated {s['generated']}, executable {rate:.0%}, "
+                               f"best dev {best}, mean dev {mean}")
+        elif event.type == "factory.refined" and p.get("metrics"):
+            m = p["metrics"]
+            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+                              for k, v in m.items() if not isinstance(v, (list, dict)))
+            self.console.print(f"factory refined by {p['optimizer']}: {shown}")
+        elif event.type == "run.failed":
+            self.console.print(f"[red]run failed:[/] {p['reason']}")

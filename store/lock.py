@@ -1,0 +1,98 @@
+"""The single-writer lock: ``<database>.lock`` held with ``flock(LOCK_EX | LOCK_NB)``.
+
+The kernel drops an flock when its file description is closed, so a holder that dies (even
+with ``kill -9``) frees the lock at once; there is no stale-lock cleanup. Locks belong to the
+open file description, so a second :class:`WriterLock` in the same process is refused too.
+The file is never deleted (deleting a lock file races with a process that has just opened it);
+the holder writes ``{pid, host, command, since, writer}`` into it after taking the lock and
+empties it before letting go, so a refused writer can say who is holding it.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+from .errors import WriterLockedError
+from .ids import utc_now
+
+
+def lock_path(db_path: str | os.PathLike[str]) -> str:
+    """Where the writer lock of ``db_path`` lives: the database's real path plus ``.lock``."""
+    return os.path.realpath(os.fspath(db_path)) + ".lock"
+
+
+def read_holder(path: str, attempts: int = 5) -> dict[str, Any]:
+    """The holder's JSON from the lock file ``path``, or ``{}`` when unreadable.
+
+    Retries briefly, since the holder writes the file just after taking the lock.
+    """
+    for attempt in range(attempts):
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            holder = json.loads(text)
+            if isinstance(holder, dict):
+                return holder
+        except (OSError, ValueError):
+            pass
+        if attempt + 1 < attempts:
+            time.sleep(0.01)
+    return {}
+
+
+class WriterLock:
+    """An acquired writer lock; :meth:`release` (or process exit) gives it back."""
+
+    def __init__(self, db_path: str | os.PathLike[str], writer: str | None = None) -> None:
+        self.db_path = os.path.abspath(os.fspath(db_path))
+        self.path = lock_path(db_path)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise WriterLockedError(self.db_path, read_holder(self.path)) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd: int | None = fd
+        self.info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "command": " ".join(sys.argv)[:500] or sys.executable,
+            "since": utc_now(),
+            "writer": writer,
+        }
+        data = json.dumps(self.info, ensure_ascii=False).encode("utf-8")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Empty the lock file and unlock it. Safe to call twice."""
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.ftruncate(fd, 0)
+        except OSError:
+            pass
+        finally:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+
+    def __del__(self) -> None:  # the fd would otherwise keep the lock until exit
+        try:
+            self.release()
+        except Exception:
+            pass

@@ -247,7 +247,10 @@ class Runner:
         if self.state.version > 1:
             self.emit(ev.RunResumed(at_version=self.state.version))
         try:
-            self.domain  # build components early so config errors surface before work
+            if self.state.prepared is None:
+                self.do_prepare(Step("prepare"))
+            else:
+                self.domain.prepare()  # loads the cached seed and experts after a resume
             labels = self.baseline_labels()
             while True:
                 step = next_step(self.state, self.cfg, labels)
@@ -282,17 +285,10 @@ class Runner:
         summary = self.domain.prepare()
         self.emit(ev.DomainPrepared(summary=summary), source=self.domain.plugin)
 
-    def ensure_prepared(self) -> None:
-        if not getattr(self, "_prepared_now", False):
-            if self.state.prepared is not None:
-                self.domain.prepare()  # loads from cache after a resume
-            self._prepared_now = True
-
     def evaluate(self, model: Any, split: str) -> dict[str, Any]:
         return dict(self.component("evaluator").evaluate(self.domain, model, split))
 
     def do_baselines(self, step: Step) -> None:
-        self.ensure_prepared()
         task = self.progress.task("baselines", total=len(step.labels))
         for label in step.labels:
             method, params, fn = self.baseline_table[label]
@@ -398,7 +394,6 @@ class Runner:
         return [executed, evaluated] if split == "dev" else [evaluated]
 
     def run_many(self, ids: list[str], split: str, description: str) -> None:
-        self.ensure_prepared()
         executor = self.component("executor")
         evaluator_plugin = self.component("evaluator").plugin
         task = self.progress.task(description, total=len(ids))

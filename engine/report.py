@@ -14,6 +14,10 @@ SWEPT = {"task_arithmetic": "best TA", "ties": "best TIES", "dare": "best DARE",
          "dare_ties": "best DARE-TIES", "model_stock": "best Model Stock", "slerp": "best SLERP"}
 
 
+#: facts of the machine or the moment, not of the run: reported under ``timing`` only
+MACHINE_FACTS = ("cache", "cached", "seconds", "build_seconds")
+
+
 def status(state: RunState) -> str:
     if state.finished is not None:
         return "finished"
@@ -69,12 +73,14 @@ def summary(state: RunState) -> dict[str, Any]:
                                 if not isinstance(v, (list, dict))}
         iterations.append(stats)
     durations = [c.duration_ms for c in state.candidates.values() if c.duration_ms]
+    domain = dict(state.prepared or {})
+    machine = {k: domain.pop(k) for k in MACHINE_FACTS if k in domain}
     return {
         "run_id": state.run_id,
         "status": status(state),
         "failed": state.failed,
         "config": started.config if started else {},
-        "domain": state.prepared or {},
+        "domain": domain,
         "iterations": iterations,
         "leaderboard": leaderboard(state),
         "baselines": [{"label": b.label, "method": b.method, "params": b.params,
@@ -84,7 +90,7 @@ def summary(state: RunState) -> dict[str, Any]:
         "selection": state.selection.candidates if state.selection else [],
         "candidates": len(state.candidates),
         "events": state.events,
-        "timing": {"candidate_ms_total": round(sum(durations), 1)},
+        "timing": {"candidate_ms_total": round(sum(durations), 1), "domain": machine},
     }
 
 

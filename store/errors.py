@@ -1,4 +1,5 @@
 """Exceptions raised by the event store. Every one is a :class:`StoreError`."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -63,7 +64,6 @@ class WriterLockedError(StoreError):
             )
         else:
             message = (
-                f"database {path} is being written by another process; "
-                "open it read-only or wait"
+                f"database {path} is being written by another process; open it read-only or wait"
             )
         super().__init__(message)

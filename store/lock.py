@@ -7,6 +7,7 @@ The file is never deleted (deleting a lock file races with a process that has ju
 the holder writes ``{pid, host, command, since, writer}`` into it after taking the lock and
 empties it before letting go, so a refused writer can say who is holding it.
 """
+
 from __future__ import annotations
 
 import fcntl

@@ -6,9 +6,11 @@ transaction together with its bookkeeping row, so a fresh database and an old on
 path. Never edit a migration that has shipped: add a new one. A migration that changes a
 projection table should end with a rebuild (projections are derived; events never change).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+import textwrap
+from collections.abc import Callable
 
 from sqlite_utils import Database
 
@@ -64,7 +66,8 @@ def m001_events_and_blobs(db: Database) -> None:
     # Raw SQL: sqlite-utils cannot declare AUTOINCREMENT or a table-level UNIQUE. AUTOINCREMENT
     # keeps the high-water mark in sqlite_sequence, so verify() notices deleted tail events.
     db.execute(
-        """
+        textwrap.dedent(
+            """\
         CREATE TABLE events (
             position INTEGER PRIMARY KEY AUTOINCREMENT,
             event_id TEXT NOT NULL UNIQUE,
@@ -78,8 +81,8 @@ def m001_events_and_blobs(db: Database) -> None:
             prev_hash TEXT NOT NULL,
             hash TEXT NOT NULL,
             UNIQUE (run_id, stream_version)
-        ) STRICT
-        """
+        ) STRICT"""
+        )
     )
     db["events"].create_index(["run_id", "position"], index_name="idx_events_run_position")
     db["events"].create_index(["type"], index_name="idx_events_type")
@@ -146,4 +149,9 @@ def m002_projections(db: Database) -> None:
     )
     db["candidates"].create_index(
         ["run_id", "dev_score"], index_name="idx_candidates_run_dev_score"
+    )
+    # best_test looks among the few candidates that have a test score
+    db.execute(
+        "CREATE INDEX idx_candidates_run_tested ON candidates (run_id, dev_score) "
+        "WHERE test_score IS NOT NULL"
     )

@@ -7,10 +7,12 @@ events one by one. That is why the incremental update inside ``append`` and
 ``rebuild_projections`` agree. Unknown event types only count towards ``runs.events``; payload
 fields that are missing or of an odd type never make an append fail.
 """
+
 from __future__ import annotations
 
 import sqlite3
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from .canonical import canonical_json
 
@@ -21,9 +23,12 @@ RUN_JSON_COLUMNS = ("config",)
 CANDIDATE_JSON_COLUMNS = ("dev_metrics", "test_metrics")
 
 
+_PLAIN = frozenset({str, int, float, type(None)})
+
+
 def _scalar(value: Any) -> Any:
     """A value SQLite can bind: containers become canonical JSON text."""
-    if value is None or isinstance(value, (str, int, float)):
+    if type(value) in _PLAIN or isinstance(value, (str, int, float)):
         return value
     try:
         return canonical_json(value)
@@ -191,9 +196,7 @@ def project(conn: sqlite3.Connection, events: Sequence[ProjectedEvent]) -> None:
         names = ", ".join(f'"{c}"' for c in columns)
         marks = ", ".join("?" for _ in columns)
         updates = ", ".join(
-            "events = runs.events + excluded.events"
-            if c == "events"
-            else f'"{c}" = excluded."{c}"'
+            "events = runs.events + excluded.events" if c == "events" else f'"{c}" = excluded."{c}"'
             for c in columns
             if c not in ("run_id", "first_position")
         )

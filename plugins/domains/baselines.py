@@ -134,25 +134,21 @@ def _dare_masked(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str,
     """Drop each entry with probability ``p`` and rescale the survivors by 1/(1−p).
 
     One ``torch.Generator`` per tensor, seeded with ``derive_seed(seed, name)``; the experts
-    draw their masks in sorted name order. The result therefore depends only on (seed, name,
-    the task vectors): not on the order in which tensors or experts are visited, nor on the
-    global RNG.
+    draw their masks, and are stacked, in sorted name order. The result therefore depends only
+    on (seed, name, the task vectors): not on the order in which tensors or experts are
+    visited, nor on the global RNG.
     """
     import torch
 
     if not 0.0 <= p < 1.0:
         raise ValueError(f"DARE drop rate p must be in [0, 1), got {p}")
-    D = _stack(task_vectors, base)
+    ordered = {expert: task_vectors[expert] for expert in sorted(task_vectors)}
+    D = _stack(ordered, base)
     if p == 0 or D.shape[0] == 0:
         return D
     gen = torch.Generator().manual_seed(derive_seed(seed, name))
-    experts = list(task_vectors)
-    order = sorted(range(len(experts)), key=experts.__getitem__)
-    out = torch.empty_like(D)
-    for i in order:
-        keep = torch.bernoulli(torch.full_like(D[i], 1.0 - p), generator=gen)
-        out[i] = D[i] * keep / (1.0 - p)
-    return out
+    keep = torch.stack([torch.bernoulli(torch.full_like(x, 1.0 - p), generator=gen) for x in D])
+    return D * keep / (1.0 - p)
 
 
 def dare(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,

@@ -125,7 +125,7 @@ def _cached_model(source: Path, device: str, dtype: Any):
             if dtype is not None:
                 kwargs["dtype"] = dtype if not isinstance(dtype, str) or dtype == "auto" \
                     else getattr(torch, dtype)
-            model = AutoModelForCausalLM.from_pretrained(key, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(key[0], **kwargs)
             model.to(device)
             model.eval()
             while len(_model_cache) >= MAX_CACHED_MODELS:

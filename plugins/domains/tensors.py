@@ -13,6 +13,7 @@ per-tensor candidate contract ``merge_models(task_vectors, base, name) -> merged
 """
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -31,6 +32,18 @@ class TensorDomain(Domain):
         self.task_vectors: dict[str, dict[str, "Tensor"]] = {}
         self.mergeable: list[str] = []
         self._sandbox = None
+        self._sandbox_lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without the live sandbox (a copy in another process starts its own)."""
+        state = dict(self.__dict__)
+        state["_sandbox"] = None
+        state.pop("_sandbox_lock", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._sandbox_lock = threading.Lock()
 
     # -- to implement --------------------------------------------------------------------------
 
@@ -97,14 +110,18 @@ class TensorDomain(Domain):
         return MergeOutcome("ok", model=self.build_model(merged), duration_ms=duration)
 
     def sandbox(self):
-        """The warm sandbox of this domain instance (started on first use, reused after)."""
-        if self._sandbox is None:
-            if not self.mergeable:
-                self.prepare()
-            from sandbox import Sandbox
+        """The warm sandbox of this domain instance (started on first use, reused after).
 
-            self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
-        return self._sandbox
+        ``sandbox.SandboxUnavailable`` propagates: without the isolation layers no candidate runs.
+        """
+        with self._sandbox_lock:
+            if self._sandbox is None:
+                if not self.mergeable:
+                    self.prepare()
+                from sandbox import Sandbox
+
+                self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
+            return self._sandbox
 
     def apply(self, code: str, timeout: float) -> MergeOutcome:
         """Run candidate ``code`` in the sandbox for every mergeable parameter."""
@@ -118,6 +135,7 @@ class TensorDomain(Domain):
                             duration_ms=res.duration_ms, details=details)
 
     def close(self) -> None:
-        sb, self._sandbox = self._sandbox, None
+        with self._sandbox_lock:
+            sb, self._sandbox = self._sandbox, None
         if sb is not None:
             sb.close()

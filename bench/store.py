@@ -1,0 +1,160 @@
+"""Benchmark of the event store: ``python bench/store.py [--events 100000] [--batch 1000]``.
+
+Measures, on fresh WAL files in a temporary folder:
+
+(a) baseline: a bare sqlite-utils ``insert_all`` of equivalent rows (same columns, same
+    payload text, precomputed hashes) into a plain table with the same indexes;
+(b) ``EventStore.append`` in batches (ids, canonical JSON, hash chain, projections);
+(c) ``EventStore.verify()`` over the whole file;
+
+and prints events/s and the ratio of (b) and (c) to (a). The events are an engine-like mix:
+per candidate a generated, screened, executed and evaluated event, plus run and iteration
+events, spread over a few runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sqlite_utils import Database  # noqa: E402
+
+from store import EventStore, NewEvent, canonical_json, content_hash  # noqa: E402
+
+GOALS = {"append": 50_000, "verify": 100_000}
+
+
+def engine_like_events(n: int, runs: int = 4) -> list[tuple[str, NewEvent]]:
+    """``n`` events over ``runs`` runs, shaped like what the engine emits."""
+    per_run = n // runs
+    out: list[tuple[str, NewEvent]] = []
+    for r in range(runs):
+        run_id = f"run-{r:02d}"
+        count = per_run if r < runs - 1 else n - per_run * (runs - 1)
+        events = [
+            NewEvent(
+                "run.started",
+                {"config": {"seed": r, "iterations": 10**6}, "domain": "tensors",
+                 "generator": "tiny", "optimizer": "dpo", "evaluator": "mse",
+                 "iterations": 10**6, "candidates": 16, "seed": r},
+            )
+        ]  # fmt: skip
+        it = 0
+        while len(events) < count:
+            it += 1
+            events.append(NewEvent("iteration.started", {"iteration": it, "temperature": 0.8}))
+            for i in range(16):
+                cid = f"c{it:05d}-{i:02d}"
+                ref = content_hash(f"{run_id}/{cid}")
+                events += [
+                    NewEvent("candidate.generated",
+                             {"candidate_id": cid, "iteration": it, "index": i,
+                              "completion": ref, "prompt": ref}),
+                    NewEvent("candidate.screened",
+                             {"candidate_id": cid, "status": "accepted", "reason": None,
+                              "code": ref, "ast_hash": ref}),
+                    NewEvent("candidate.executed",
+                             {"candidate_id": cid, "status": "ok", "reason": None,
+                              "duration_ms": 12.5}),
+                    NewEvent("candidate.evaluated",
+                             {"candidate_id": cid, "split": "dev", "score": (it * 16 + i) % 97 / 97,
+                              "metrics": {"mse": 0.01 * i, "params": 1234}}),
+                ]  # fmt: skip
+        out += [(run_id, e) for e in events[:count]]
+    return out
+
+
+def baseline(path: str, events: list[tuple[str, NewEvent]], batch: int) -> float:
+    db = Database(path)
+    db.enable_wal()
+    db.execute("PRAGMA synchronous=NORMAL")
+    table = db["events"]
+    table.create(
+        {"position": int, "event_id": str, "run_id": str, "stream_version": int, "type": str,
+         "type_version": int, "occurred_at": str, "source": str, "payload": str,
+         "prev_hash": str, "hash": str},
+        pk="position",
+    )  # fmt: skip
+    table.create_index(["event_id"], unique=True)
+    table.create_index(["run_id", "stream_version"], unique=True)
+    table.create_index(["run_id", "position"])
+    table.create_index(["type"])
+    versions: dict[str, int] = {}
+    rows = []
+    for pos, (run_id, e) in enumerate(events, 1):
+        versions[run_id] = versions.get(run_id, 0) + 1
+        rows.append(
+            {"position": pos, "event_id": f"id-{pos:012d}", "run_id": run_id,
+             "stream_version": versions[run_id], "type": e.type, "type_version": 1,
+             "occurred_at": "2026-01-01T00:00:00.000000Z", "source": e.source,
+             "payload": canonical_json(e.payload), "prev_hash": "b2:" + "0" * 64,
+             "hash": "b2:" + "1" * 64}
+        )  # fmt: skip
+    t0 = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        table.insert_all(rows[i : i + batch], batch_size=batch)
+    elapsed = time.perf_counter() - t0
+    db.close()
+    return elapsed
+
+
+def bench_append(path: str, events: list[tuple[str, NewEvent]], batch: int) -> float:
+    # group into per-run batches in the order given
+    batches: list[tuple[str, list[NewEvent]]] = []
+    for run_id, e in events:
+        if not batches or batches[-1][0] != run_id or len(batches[-1][1]) >= batch:
+            batches.append((run_id, []))
+        batches[-1][1].append(e)
+    with EventStore(path, writer="bench") as es:
+        t0 = time.perf_counter()
+        for run_id, chunk in batches:
+            es.append(run_id, chunk)
+        return time.perf_counter() - t0
+
+
+def bench_verify(path: str) -> tuple[float, int]:
+    with EventStore(path, readonly=True) as es:
+        t0 = time.perf_counter()
+        result = es.verify()
+        elapsed = time.perf_counter() - t0
+    assert result.ok, result
+    return elapsed, result.checked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args(argv)
+    n = args.events
+    events = engine_like_events(n)
+    with tempfile.TemporaryDirectory() as tmp:
+        t_base = baseline(os.path.join(tmp, "baseline.db"), events, args.batch)
+        path = os.path.join(tmp, "runs.db")
+        t_append = bench_append(path, events, args.batch)
+        t_verify, checked = bench_verify(path)
+        size = os.path.getsize(path)
+    assert checked == n
+    base, append, verify = n / t_base, n / t_append, n / t_verify
+    print(
+        f"events: {n:,} in batches of {args.batch} (engine-like mix, 4 runs); "
+        f"db {size / 1e6:.1f} MB"
+    )
+    print(f"(a) sqlite-utils insert_all baseline: {t_base:6.2f} s  {base:10,.0f} events/s")
+    print(f"(b) EventStore.append               : {t_append:6.2f} s  {append:10,.0f} events/s"
+          f"  = {append / base:.2f}x baseline  (goal >= {GOALS['append']:,})")  # fmt: skip
+    print(f"(c) EventStore.verify               : {t_verify:6.2f} s  {verify:10,.0f} events/s"
+          f"  = {verify / base:.2f}x baseline  (goal >= {GOALS['verify']:,})")  # fmt: skip
+    met = append >= GOALS["append"] and verify >= GOALS["verify"]
+    print("goals met" if met else "GOALS NOT MET")
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,472 @@
+"""The ``lm`` domain: merge Hugging Face causal-LM experts into a seed model, tensor by tensor.
+
+Seed and experts are model directories with safetensors weights (one file or shards) and the
+same architecture; a mismatch is refused with a message naming the first differing tensor. For
+every *mergeable* parameter (``mergeable = "all"``, ``"mlp"`` as in the paper, or
+``"re:<regex>"``) the candidate ``merge_models(task_vectors, base, name)`` gets the experts'
+task vectors τ_i = θ_i − θ_0 and the seed value θ_0 (float32) and returns the merged task vector;
+the merged model is θ_0 + result for mergeable parameters and θ_0 for every other tensor.
+
+Two modes, chosen from the size of the mergeable tensors (``in_memory_mb``):
+
+* **memory** (small models, e.g. toymath): seed values and task vectors are loaded once; one
+  warm ``sandbox.Sandbox`` over all mergeable tensors is reused for every candidate, and the
+  merged model is an in-memory :class:`~plugins.domains.lm_model.LMModel` (the seed directory
+  plus the merged tensors) that evaluators load without touching the disk;
+* **stream** (big models): tensors are read lazily with ``safe_open`` in groups of at most
+  ``chunk_mb`` (seed + task vectors, float32); each group goes through its own Sandbox and the
+  merged tensors are written straight into a new HF directory under the run's artifacts
+  (``lm-merged/<hash>``, the ``keep_merged`` newest are kept). Peak memory is about one group.
+
+Candidates run only in the sandbox; trusted baselines (``apply_function``) run in-process with
+the same per-tensor contract and the same streaming.
+"""
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from engine.api import ConfigError, Domain, MergeOutcome, SelfdevError
+from engine.hookspecs import hookimpl
+
+EXAMPLE = '''\
+import torch
+
+
+def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name: str) -> torch.Tensor:
+    """Average the experts' task vectors."""
+    merged = torch.zeros_like(base)
+    for tau in task_vectors.values():
+        merged = merged + tau
+    return merged / max(len(task_vectors), 1)
+'''
+
+PROMPT = '''\
+You are an expert in machine learning and model merging. Write a new algorithm that merges
+several fine-tuned language models into one better model.
+
+Setting: a seed language model ({arch}, {params} parameters) was fine-tuned into {n_experts}
+experts: {experts}. The merged model is scored on {task}. For every parameter, the task vector
+of an expert is (expert parameter - seed parameter). Your function combines the task vectors of
+one parameter into one merged task vector; the merged model is seed + merged task vector.
+{scope}
+
+Write a Python function with exactly this signature:
+
+def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name: str) -> torch.Tensor:
+    """task_vectors: expert name -> this parameter's task vector (same shape as base).
+    base: the seed model's value of this parameter. name: the parameter's name.
+    Return the merged task vector for this parameter (same shape and dtype as base)."""
+
+It is called once per parameter ({n_mergeable} parameters), for example with
+{examples}.
+
+Constraints:
+- import only torch and math; no other modules, no files, no network, no printing of large data;
+- return a tensor with the same shape and dtype as base, with finite values;
+- keep it fast and deterministic (seed any torch.Generator you use);
+- do not use names that start with an underscore, eval/exec/open/getattr, or global state.
+
+Here is an example (a simple average of the task vectors):
+
+```python
+{example}```
+
+Write a new, better merge_models function. Answer with one ```python code block.
+'''
+
+
+def _parse_experts(experts: Any) -> dict[str, str]:
+    if experts is None:
+        return {}
+    if isinstance(experts, dict):
+        return {str(k): str(v) for k, v in experts.items()}
+    if isinstance(experts, (list, tuple)):
+        out = {}
+        for item in experts:
+            if not isinstance(item, str) or "=" not in item:
+                raise ConfigError(f"experts: expected NAME=DIR items, got {item!r}")
+            k, v = item.split("=", 1)
+            out[k] = v
+        return out
+    raise ConfigError(f"experts must be a table name -> directory; got {type(experts).__name__}")
+
+
+def _short_hash(*parts: Any) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update(str(p).encode())
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+class LMDomain(Domain):
+    """Merge Hugging Face causal LMs (safetensors) per tensor; see the module docstring."""
+
+    name = "lm"
+    default_evaluator = "gsm8k"
+
+    def __init__(self, ctx, seed_model: str | None = None, experts: Any = None,
+                 mergeable: str = "all", eval_data: Any = None, seed: int = 0,
+                 in_memory_mb: int = 1024, chunk_mb: int = 2048, out_shard_mb: int = 2048,
+                 keep_merged: int = 4, task: str = "GSM8k grade-school math word problems "
+                                                    "(exact match of the final number, 5-shot)") -> None:
+        super().__init__(ctx)
+        self.seed_dir = Path(seed_model).expanduser() if seed_model else None
+        self.expert_dirs = {k: Path(v).expanduser() for k, v in _parse_experts(experts).items()}
+        from plugins.domains.lm_io import mergeable_filter
+
+        self._mergeable_spec = mergeable
+        self._is_mergeable = mergeable_filter(mergeable)  # validates early
+        self.eval_data = eval_data
+        self.seed = int(seed)
+        self.in_memory_bytes = int(in_memory_mb) * 1024**2
+        self.chunk_bytes = max(1, int(chunk_mb)) * 1024**2
+        self.out_shard_bytes = max(1, int(out_shard_mb)) * 1024**2
+        self.keep_merged = int(keep_merged)
+        self.task = task
+        self._prepared: dict[str, Any] | None = None
+        self._seed = None
+        self._experts: dict[str, Any] = {}
+        self.mergeable: list[str] = []
+        self.mode = "memory"
+        self.base: dict[str, Any] = {}
+        self.task_vectors: dict[str, dict[str, Any]] = {}
+        self._sandbox = None
+        self._merged_dirs: list[Path] = []
+        self._tmp: tempfile.TemporaryDirectory | None = None
+
+    # ------------------------------------------------------------------ setup
+    def _resolve_models(self) -> None:
+        """Subclasses (toymath) fill ``seed_dir``/``expert_dirs`` here (e.g. build a family)."""
+
+    def prepare(self) -> dict[str, Any]:
+        if self._prepared is not None:
+            return self._prepared
+        self._resolve_models()
+        from plugins.domains.lm_io import ModelDir, check_same_architecture
+
+        if self.seed_dir is None:
+            raise ConfigError("lm: seed_model (a Hugging Face model directory) is required")
+        if not self.expert_dirs:
+            raise ConfigError("lm: experts (a table name -> model directory) needs at least one expert")
+        seed = ModelDir.open(self.seed_dir, "seed_model")
+        warnings: list[str] = []
+        experts = {}
+        for name, path in self.expert_dirs.items():
+            exp = ModelDir.open(path, f"expert {name!r}")
+            warnings += check_same_architecture(seed, exp, name)
+            experts[name] = exp
+        self._seed, self._experts = seed, experts
+        tied_skip = set()
+        if seed.tied_embeddings and "lm_head.weight" in seed.tensors and any(
+                n.endswith("embed_tokens.weight") for n in seed.tensors):
+            tied_skip.add("lm_head.weight")  # tied to the embeddings: transformers re-ties on load
+        self.mergeable = [n for n, info in seed.tensors.items()
+                          if self._is_mergeable(n, info) and n not in tied_skip]
+        if not self.mergeable:
+            raise ConfigError(f"lm: mergeable={self._mergeable_spec!r} selects no tensor of {self.seed_dir}")
+        n_merge = sum(seed.tensors[n].numel for n in self.mergeable)
+        working = n_merge * 4 * (1 + len(experts))
+        self.mode = "memory" if working <= self.in_memory_bytes else "stream"
+        if self.mode == "memory":
+            self._load_in_memory()
+        self._prepared = {
+            "seed_model": str(self.seed_dir),
+            "experts": {k: str(v) for k, v in self.expert_dirs.items()},
+            "architecture": (seed.config.get("architectures") or [seed.config.get("model_type")])[0],
+            "num_params": seed.num_params,
+            "num_tensors": len(seed.tensors),
+            "mergeable": self._mergeable_spec,
+            "num_mergeable_tensors": len(self.mergeable),
+            "num_mergeable_params": n_merge,
+            "mode": self.mode,
+            "warnings": warnings,
+        }
+        return self._prepared
+
+    def _load_in_memory(self) -> None:
+        import torch
+
+        seed = self._seed
+        task = self._progress("loading task vectors", len(self.mergeable))
+        self.base = {}
+        self.task_vectors = {e: {} for e in self._experts}
+        for name in self.mergeable:
+            b = seed.get(name).to(torch.float32)
+            self.base[name] = b
+            for e, exp in self._experts.items():
+                self.task_vectors[e][name] = exp.get(name).to(torch.float32) - b
+            task.advance()
+        task.close()
+
+    def _progress(self, desc: str, total: int | None):
+        prog = getattr(self.ctx, "progress", None)
+        if prog is None:
+            from engine.api import NullProgress
+
+            prog = NullProgress()
+        return prog.task(desc, total=total)
+
+    # ------------------------------------------------------------------ handles
+    def expert_names(self) -> list[str]:
+        self.prepare()
+        return list(self._experts)
+
+    def seed_model(self):
+        from plugins.domains.lm_model import LMModel
+
+        self.prepare()
+        return LMModel(self.seed_dir, label="seed")
+
+    def expert_model(self, name: str):
+        from plugins.domains.lm_model import LMModel
+
+        self.prepare()
+        if name not in self.expert_dirs:
+            raise ConfigError(f"{self.name} has no expert {name!r}; allowed: {', '.join(self.expert_dirs)}")
+        return LMModel(self.expert_dirs[name], label=name)
+
+    def eval_spec(self) -> dict[str, Any]:
+        """Defaults for the evaluator (its explicit options win): data files of ``eval_data``."""
+        ed = self.eval_data
+        if ed is None:
+            return {}
+        if isinstance(ed, dict):
+            return {k: v for k, v in ed.items()}
+        p = Path(str(ed)).expanduser()
+        if p.is_dir():
+            spec = {"test_file": str(p / "test.jsonl")}
+            if (p / "train.jsonl").is_file():
+                spec["train_file"] = str(p / "train.jsonl")
+            if (p / "dev.jsonl").is_file():
+                spec["dev_file"] = str(p / "dev.jsonl")
+            return spec
+        return {"test_file": str(p)}
+
+    def baselines(self):
+        from plugins.domains.lm_baselines import lm_baseline_grid
+
+        try:
+            from plugins.domains.baselines import baseline_grid
+        except ImportError:  # pragma: no cover - shared module missing
+            grid = []
+        else:
+            grid = baseline_grid(self.seed)
+        return grid + lm_baseline_grid(len(self.expert_names()))
+
+    def prompt(self) -> str:
+        info = self.prepare()
+        seed = self._seed
+        ex = self.mergeable[:: max(1, len(self.mergeable) // 4)][:4]
+        examples = ", ".join(f"name={n!r} (shape {list(seed.tensors[n].shape)})" for n in ex)
+        scope = ("Only the MLP (feed-forward) weights are merged; all other weights keep the seed's values."
+                 if self._mergeable_spec == "mlp" else
+                 "Every floating-point weight is merged (embeddings, attention, MLP, norms).")
+        return PROMPT.format(arch=info["architecture"], params=f"{info['num_params']:,}",
+                             n_experts=len(self._experts), experts=", ".join(self._experts),
+                             task=self.task, scope=scope, n_mergeable=len(self.mergeable),
+                             examples=examples, example=EXAMPLE)
+
+    # ------------------------------------------------------------------ merging
+    def apply(self, code: str, timeout: float, out_dir: str | Path | None = None) -> MergeOutcome:
+        """Run candidate ``code`` in the sandbox for every mergeable tensor.
+
+        ``out_dir`` (optional) also writes the merged model there as a HF directory.
+        """
+        self.prepare()
+        if self.mode == "memory":
+            res = self.sandbox().run(code, timeout=timeout)
+            details = dict(res.details or {})
+            if res.status != "ok":
+                return MergeOutcome(res.status, res.reason, stdout=res.stdout or "",
+                                    duration_ms=res.duration_ms, details=details)
+            t0 = time.perf_counter()
+            model = self._memory_handle(dict(res.tensors), label=f"candidate {_short_hash(code)}")
+            if out_dir is not None:
+                model.save(out_dir, self.out_shard_bytes)
+            return MergeOutcome("ok", res.reason, model=model, stdout=res.stdout or "",
+                                duration_ms=res.duration_ms + (time.perf_counter() - t0) * 1000,
+                                details=details)
+        return self._stream(_SandboxRunner(code, timeout), _short_hash("code", code), out_dir)
+
+    def apply_function(self, fn: Callable[..., Any], out_dir: str | Path | None = None) -> MergeOutcome:
+        """Apply a trusted in-process merge function (a baseline) with the candidate contract."""
+        self.prepare()
+        if self.mode == "memory":
+            t0 = time.perf_counter()
+            try:
+                merged = _run_function(fn, self.base, self.task_vectors, self.mergeable)
+            except _MergeFailure as exc:
+                return MergeOutcome("error", str(exc), duration_ms=(time.perf_counter() - t0) * 1000)
+            model = self._memory_handle(merged, label=getattr(fn, "__name__", "function"))
+            if out_dir is not None:
+                model.save(out_dir, self.out_shard_bytes)
+            return MergeOutcome("ok", model=model, duration_ms=(time.perf_counter() - t0) * 1000)
+        tag = _short_hash("fn", repr(fn), time.time_ns())
+        return self._stream(_FunctionRunner(fn), tag, out_dir)
+
+    def _memory_handle(self, merged_tv: dict[str, Any], label: str):
+        from plugins.domains.lm_io import torch_dtype
+        from plugins.domains.lm_model import LMModel
+
+        infos = self._seed.tensors
+        overrides = {n: (self.base[n] + merged_tv[n].to(self.base[n].dtype)).to(torch_dtype(infos[n].dtype))
+                     for n in self.mergeable}
+        return LMModel(self.seed_dir, overrides=overrides, label=label)
+
+    def sandbox(self):
+        """The warm sandbox over all mergeable tensors (memory mode; started on first use)."""
+        if self._sandbox is None:
+            from sandbox import Sandbox
+
+            self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
+        return self._sandbox
+
+    def _merged_root(self) -> Path:
+        art = getattr(self.ctx, "artifacts", None)
+        if art is None:
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="selfdev-lm-")
+            art = Path(self._tmp.name)
+        root = Path(art) / "lm-merged"
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def _stream(self, runner, tag: str, out_dir: str | Path | None) -> MergeOutcome:
+        """Merge group by group, writing into ``out_dir`` (or a fresh dir under the artifacts)."""
+        import torch
+
+        from plugins.domains.lm_io import ShardWriter, chunk_names, copy_model_files, torch_dtype
+        from plugins.domains.lm_model import LMModel
+
+        seed, experts = self._seed, self._experts
+        target = Path(out_dir) if out_dir is not None else self._merged_root() / tag
+        work = target.with_name(target.name + ".partial")
+        if work.exists():
+            shutil.rmtree(work)
+        copy_model_files(self.seed_dir, work)
+        writer = ShardWriter(work, self.out_shard_bytes)
+        groups = list(chunk_names((seed.tensors[n] for n in self.mergeable), self.chunk_bytes,
+                                  factor=1 + len(experts)))
+        task = self._progress(f"merging {len(self.mergeable)} tensors", len(groups))
+        t0 = time.perf_counter()
+        stdout, details = [], {"groups": len(groups)}
+        try:
+            for names in groups:
+                base = {n: seed.get(n).to(torch.float32) for n in names}
+                tvs = {e: {n: exp.get(n).to(torch.float32) - base[n] for n in names}
+                       for e, exp in experts.items()}
+                status, reason, merged, out = runner(base, tvs, names, t0)
+                if out:
+                    stdout.append(out)
+                if status != "ok":
+                    shutil.rmtree(work, ignore_errors=True)
+                    return MergeOutcome(status, reason, stdout="".join(stdout)[-4000:],
+                                        duration_ms=(time.perf_counter() - t0) * 1000, details=details)
+                for n in names:
+                    writer.add(n, (base[n] + merged[n].to(torch.float32)).to(torch_dtype(seed.tensors[n].dtype)))
+                del base, tvs, merged
+                task.advance()
+            merged_set = set(self.mergeable)
+            for n in seed.tensors:
+                if n not in merged_set:
+                    writer.add(n, seed.get(n))
+            writer.close()
+        finally:
+            task.close()
+        if target.exists():
+            shutil.rmtree(target)
+        work.rename(target)
+        if out_dir is None:
+            self._merged_dirs.append(target)
+            while self.keep_merged > 0 and len(self._merged_dirs) > self.keep_merged:
+                shutil.rmtree(self._merged_dirs.pop(0), ignore_errors=True)
+        return MergeOutcome("ok", model=LMModel(target, label=tag), stdout="".join(stdout)[-4000:],
+                            duration_ms=(time.perf_counter() - t0) * 1000, details=details)
+
+    def close(self) -> None:
+        sb, self._sandbox = self._sandbox, None
+        if sb is not None:
+            sb.close()
+        if self._seed is not None:
+            self._seed.close()
+        for e in self._experts.values():
+            e.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# ---------------------------------------------------------------------- runners
+class _MergeFailure(Exception):
+    pass
+
+
+def check_result(name: str, value: Any, base) -> str | None:
+    """Why ``value`` is not a valid merged task vector for ``name`` (None when it is)."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        return f"merge_models returned {type(value).__name__} for {name!r}, expected a Tensor"
+    if value.shape != base.shape:
+        return f"merge_models returned shape {tuple(value.shape)} for {name!r}, expected {tuple(base.shape)}"
+    if value.dtype != base.dtype:
+        return f"merge_models returned dtype {value.dtype} for {name!r}, expected {base.dtype}"
+    if not bool(torch.isfinite(value).all()):
+        return f"merge_models returned non-finite values for {name!r}"
+    return None
+
+
+def _run_function(fn, base: dict, tvs: dict, names: list[str]) -> dict:
+    merged = {}
+    for n in names:
+        try:
+            value = fn({e: tv[n].clone() for e, tv in tvs.items()}, base[n].clone(), n)
+        except Exception as exc:  # a trusted function can still be buggy
+            raise _MergeFailure(f"{type(exc).__name__} at {n!r}: {exc}") from None
+        problem = check_result(n, value, base[n])
+        if problem:
+            raise _MergeFailure(problem)
+        merged[n] = value
+    return merged
+
+
+class _FunctionRunner:
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, base, tvs, names, t0):
+        try:
+            return "ok", None, _run_function(self.fn, base, tvs, names), ""
+        except _MergeFailure as exc:
+            return "error", str(exc), None, ""
+
+
+class _SandboxRunner:
+    """One Sandbox per group; ``timeout`` bounds the whole candidate (all groups)."""
+
+    def __init__(self, code: str, timeout: float) -> None:
+        self.code = code
+        self.timeout = float(timeout)
+
+    def __call__(self, base, tvs, names, t0):
+        from sandbox import Sandbox
+
+        left = self.timeout - (time.perf_counter() - t0)
+        if left <= 0:
+            return "timeout", f"candidate exceeded {self.timeout:g} s over all tensor groups", None, ""
+        with Sandbox(base, tvs, names=list(names)) as sb:
+            res = sb.run(self.code, timeout=left)
+        if res.status != "ok":
+            return res.status, res.reason, None, res.stdout or ""
+        return "ok", res.reason, dict(res.tensors), res.stdout or ""
+
+
+@hookimpl
+def register_domains(register):
+    register(LMDomain)

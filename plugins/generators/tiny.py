@@ -1,0 +1,444 @@
+"""The ``tiny`` generator: the embedded algorithm factory, a small Llama-style causal LM.
+
+selfdev builds it deterministically on first use and caches it under
+``$SELFDEV_HOME/cache/factory/``:
+
+1. a corpus of working ``merge_models`` programs from the ``grammar`` generator
+   (``plugins.generators.grammar.corpus(n, seed)``);
+2. a byte-level BPE tokenizer trained on that corpus with ``tokenizers``. Merges may cross spaces
+   inside a line but never a line break, so frequent code phrases become single tokens and the
+   rest stays sub-word (numbers, rare names);
+3. a ``LlamaForCausalLM`` (tied embeddings) pretrained on ``<bos> <merge_models> program <eos>``
+   sequences with AdamW for a fixed number of steps from a fixed seed.
+
+**What it reads.** The tiny factory is a miniature of "a code LLM prompted with an example": it
+does *not* read the domain prompt. Every completion is conditioned on the same two tokens
+(``<bos><merge_models>``), the header it was pretrained with, whatever the prompt says; its
+completions are bare code. DPO and SFT train it on that same header
+(``selfdev prompt DOMAIN --generator tiny`` shows it).
+
+It writes programs it has never seen (new combinations of the corpus' building blocks, new
+constants), some broken (undefined names, truncated bodies, wrong shapes) and some good;
+``selfdev factory stats`` measures how many are new, how many pass the sandbox's static screen,
+and the sampling speed.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from engine.api import ConfigError, Context, Generator, SelfdevError, derive_seed
+from engine.hookspecs import hookimpl
+from plugins.generators import factory_common as fc
+
+HEADER = "<merge_models>"
+SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", HEADER]
+BUILD_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TinySpec:
+    """Everything that determines a tiny factory (its cache key)."""
+
+    corpus_size: int = 6000
+    corpus_seed: int = 0
+    vocab_size: int = 1024
+    hidden_size: int = 256
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 704
+    max_length: int = 640           # programs longer than this (in tokens) are left out
+    steps: int = 500
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    warmup: int = 30
+    weight_decay: float = 0.1
+    seed: int = 0
+
+
+SIZES: dict[str, TinySpec] = {
+    "default": TinySpec(),
+    # the test-size factory: builds in well under a minute; a weak but working factory
+    "test": TinySpec(corpus_size=800, vocab_size=2048, hidden_size=128, layers=2, heads=2,
+                     intermediate_size=352, max_length=320, steps=120, batch_size=16,
+                     learning_rate=3e-3, warmup=10),
+}
+
+
+def spec_for(size: str, **overrides: Any) -> TinySpec:
+    if size not in SIZES:
+        raise ConfigError(f"config: [generator] tiny size must be one of "
+                          f"{', '.join(repr(s) for s in SIZES)}; got {size!r}")
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return replace(SIZES[size], **clean)
+
+
+# --------------------------------------------------------------------------------------------
+# building
+
+
+def corpus_programs(spec: TinySpec) -> list[str]:
+    try:
+        from plugins.generators.grammar import corpus
+    except ImportError as exc:  # pragma: no cover - the grammar plugin ships with selfdev
+        raise SelfdevError(f"the tiny factory needs the grammar generator's corpus: {exc}") from None
+    return corpus(spec.corpus_size, spec.corpus_seed)
+
+
+def cache_key(spec: TinySpec, programs: list[str]) -> str:
+    h = hashlib.blake2b(digest_size=8)
+    h.update(json.dumps({"build": BUILD_VERSION, **asdict(spec)}, sort_keys=True).encode())
+    for p in programs:
+        h.update(p.encode() + b"\0")
+    return h.hexdigest()
+
+
+def train_tokenizer(programs: list[str], vocab_size: int) -> Any:
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    tk.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(r"\n+|[^\n]+"), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    tk.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tk.train_from_iterator(programs, trainer)
+    tk.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", tk.token_to_id("<bos>"))])
+    return PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<bos>", eos_token="<eos>",
+                                   pad_token="<pad>", unk_token="<unk>",
+                                   model_max_length=4096)
+
+
+def _batches(lengths: list[int], batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Length-grouped random batches: shuffle, sort within windows of 32 batches, shuffle."""
+    import random
+
+    rng = random.Random(derive_seed("tiny-batches", seed))
+    out: list[list[int]] = []
+    while len(out) < steps:
+        order = list(range(len(lengths)))
+        rng.shuffle(order)
+        window = batch_size * 32
+        epoch: list[list[int]] = []
+        for w in range(0, len(order), window):
+            chunk = sorted(order[w:w + window], key=lambda i: lengths[i])
+            epoch += [chunk[k:k + batch_size] for k in range(0, len(chunk), batch_size)]
+        rng.shuffle(epoch)
+        out += [b for b in epoch if len(b) == batch_size] or epoch
+    return out[:steps]
+
+
+def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: Any = None) -> dict:
+    """Build a tiny factory into ``dest`` (a new directory); return the build report."""
+    import math
+
+    import torch
+    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
+
+    started = time.perf_counter()
+    n_threads = fc.set_threads(threads)
+    programs = corpus_programs(spec)
+    tok = train_tokenizer(programs, spec.vocab_size)
+    header_ids = tok(HEADER)["input_ids"]
+    seqs, dropped = [], 0
+    for p in programs:
+        ids = header_ids + tok(p, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+        if len(ids) > spec.max_length:
+            dropped += 1
+            continue
+        seqs.append(ids)
+    if not seqs:
+        raise SelfdevError("tiny factory: every corpus program is longer than max_length")
+    tokenizer_seconds = time.perf_counter() - started
+
+    torch.manual_seed(derive_seed("tiny-init", spec.seed) % (2 ** 31))
+    config = LlamaConfig(
+        vocab_size=len(tok), hidden_size=spec.hidden_size, intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads, max_position_embeddings=max(1024, spec.max_length + 64),
+        tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id, attention_dropout=0.0)
+    model = LlamaForCausalLM(config)
+    model.train()
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=spec.learning_rate, betas=(0.9, 0.95))
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup:
+            return spec.learning_rate * (step + 1) / spec.warmup
+        frac = (step - spec.warmup) / max(1, spec.steps - spec.warmup)
+        return spec.learning_rate * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+
+    lengths = [len(s) for s in seqs]
+    batches = _batches(lengths, spec.batch_size, spec.steps, spec.seed)
+    task = progress.task("building the tiny factory", total=spec.steps) if progress else None
+    losses: list[float] = []
+    tokens_seen = 0
+    train_started = time.perf_counter()
+    try:
+        for step, batch in enumerate(batches):
+            width = max(lengths[i] for i in batch)
+            ids = torch.full((len(batch), width), tok.pad_token_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(batch):
+                ids[r, :lengths[i]] = torch.tensor(seqs[i])
+                mask[r, :lengths[i]] = 1
+            labels = ids.masked_fill(mask == 0, -100)
+            labels[:, :len(header_ids)] = -100
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss))
+            tokens_seen += int(mask.sum())
+            if task:
+                task.advance()
+    finally:
+        if task:
+            task.close()
+    train_seconds = time.perf_counter() - train_started
+    model.eval()
+    model.generation_config = GenerationConfig(bos_token_id=tok.bos_token_id,
+                                               eos_token_id=tok.eos_token_id,
+                                               pad_token_id=tok.pad_token_id)
+    dest.mkdir(parents=True)
+    model.save_pretrained(str(dest))
+    tok.save_pretrained(str(dest))
+    tail = losses[-max(1, len(losses) // 10):]
+    report = {
+        "spec": asdict(spec),
+        "corpus_programs": len(programs), "corpus_used": len(seqs), "corpus_dropped": dropped,
+        "corpus_tokens": sum(lengths), "parameters": sum(p.numel() for p in model.parameters()),
+        "vocab": len(tok), "threads": n_threads, "steps": len(batches),
+        "tokens_seen": tokens_seen, "epochs": round(tokens_seen / max(1, sum(lengths)), 2),
+        "loss_first": round(losses[0], 4), "loss_last": round(sum(tail) / len(tail), 4),
+        "tokenizer_seconds": round(tokenizer_seconds, 2),
+        "train_seconds": round(train_seconds, 2),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    (dest / "build.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    (dest / "corpus.sha").write_text(hashlib.blake2b("\0".join(programs).encode(),
+                                                     digest_size=16).hexdigest() + "\n")
+    fc.write_manifest(dest, {"kind": "full", "factory": "tiny", "initial": str(dest.resolve()),
+                             "prompt": {"mode": "header", "header": HEADER}})
+    return report
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def ensure_factory(home: Path, size: str = "default", *, threads: int | None = None,
+                   progress: Any = None, **overrides: Any) -> Path:
+    """The cached tiny factory for this spec, built first if missing (one builder at a time)."""
+    spec = spec_for(size, **overrides)
+    programs = corpus_programs(spec)
+    key = cache_key(spec, programs)
+    root = Path(home) / "cache" / "factory"
+    dest = root / f"tiny-{size}-{key}"
+    if (dest / fc.MANIFEST).is_file():
+        return dest
+    with _file_lock(root / f".tiny-{size}-{key}.lock"):
+        if (dest / fc.MANIFEST).is_file():
+            return dest
+        tmp = root / f".tmp-tiny-{size}-{key}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        try:
+            report = build(spec, tmp, threads=threads, progress=progress)
+            # the manifest names the final directory
+            fc.write_manifest(tmp, {"kind": "full", "factory": "tiny",
+                                    "initial": str(dest.resolve()),
+                                    "prompt": {"mode": "header", "header": HEADER},
+                                    "build_seconds": report["seconds"]})
+            if dest.exists():
+                shutil.rmtree(dest)
+            os.replace(tmp, dest)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# the generator
+
+
+class TinyGenerator(fc.LocalModelGenerator, Generator):
+    """The embedded factory (built and cached on first use; see the module docstring)."""
+
+    name = "tiny"
+
+    def __init__(self, ctx: Context, *, size: str = "default", steps: int | None = None,
+                 corpus_size: int | None = None, max_new_tokens: int = 640, top_p: float = 1.0,
+                 top_k: int = 0, batch_size: int = 50, threads: int = 0,
+                 cache_implementation: str = "static") -> None:
+        Generator.__init__(self, ctx)
+        kind = "generator"
+        spec_for(size)
+        self.size = size
+        self.overrides = {
+            "steps": None if steps is None else fc.check_number(kind, "steps", steps, lo=1, integer=True),
+            "corpus_size": None if corpus_size is None else fc.check_number(
+                kind, "corpus_size", corpus_size, lo=16, integer=True),
+        }
+        self.spec = fc.SampleSpec(
+            max_new_tokens=fc.check_number(kind, "max_new_tokens", max_new_tokens, lo=1, integer=True),
+            top_p=fc.check_number(kind, "top_p", top_p, lo=0.0, hi=1.0),
+            top_k=fc.check_number(kind, "top_k", top_k, lo=0, integer=True),
+            batch_size=fc.check_number(kind, "batch_size", batch_size, lo=1, integer=True),
+            cache_implementation=fc.check_choice(kind, "cache_implementation",
+                                                 cache_implementation or None,
+                                                 [None, "static", "dynamic"]))
+        if self.spec.cache_implementation == "dynamic":
+            self.spec.cache_implementation = None
+        self.threads = fc.check_number(kind, "threads", threads, lo=0, integer=True)
+        self.device = "cpu"
+        self._initial: Path | None = None
+
+    def initial_checkpoint(self) -> Path:
+        if self._initial is None:
+            self._initial = ensure_factory(self.ctx.home, self.size, threads=self.threads,
+                                           progress=self.ctx.progress, **self.overrides)
+        return self._initial
+
+
+# --------------------------------------------------------------------------------------------
+# measuring a factory: novelty, static screen, speed (``selfdev factory stats``)
+
+
+def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: float = 1.2,
+            seed: int = 0, checkpoint: Path | None = None, corpus: list[str] | None = None) -> dict:
+    """Sample ``samples`` completions and report what they are (used by the CLI and the tests)."""
+    from plugins.prompting import candidate_code, program_keys, screen_code
+
+    prompt = "(the tiny factory does not read the prompt)"
+    completions = generator.generate([prompt], samples, temperature, seed, checkpoint=checkpoint)
+    stats = dict(getattr(generator, "last_stats", {}))
+    if corpus is None:
+        loaded = generator.load(checkpoint)
+        spec = spec_for(getattr(generator, "size", "default"), **getattr(generator, "overrides", {}))
+        corpus = corpus_programs(spec) if loaded.manifest.get("factory") == "tiny" else []
+    corpus_exact, corpus_shape = set(), set()
+    for program in corpus:
+        keys = program_keys(program)
+        if keys:
+            corpus_exact.add(keys[0])
+            corpus_shape.add(keys[1])
+    parsed = screened = novel_exact = novel_shape = 0
+    distinct: set[str] = set()
+    for c in completions:
+        code = candidate_code(c.text)
+        if code is None:
+            continue
+        parsed += 1
+        if screen_code(code)[0]:
+            screened += 1
+        keys = program_keys(code)
+        if keys:
+            distinct.add(keys[0])
+            novel_exact += keys[0] not in corpus_exact
+            novel_shape += keys[1] not in corpus_shape
+    n = max(1, len(completions))
+    return {
+        "samples": len(completions), "temperature": temperature, "seed": seed,
+        "parsed_rate": round(parsed / n, 4),
+        "screen_pass_rate": round(screened / n, 4),
+        "novel_rate": round(novel_exact / n, 4),
+        "novel_of_parsed": round(novel_exact / max(1, parsed), 4),
+        "novel_structure_rate": round(novel_shape / n, 4),
+        "distinct_programs": len(distinct),
+        "mean_tokens": round(sum(c.meta.get("tokens", 0) for c in completions) / n, 1),
+        "truncated_rate": round(sum(c.meta.get("finish") == "length" for c in completions) / n, 4),
+        **{f"gen_{k}": v for k, v in stats.items()},
+    }
+
+
+def _stats_command() -> Any:
+    import click
+
+    @click.group(name="factory")
+    def factory() -> None:
+        """The embedded tiny factory: build it, measure it."""
+
+    @factory.command(name="stats")
+    @click.option("--size", default="default", show_default=True, type=click.Choice(sorted(SIZES)))
+    @click.option("--samples", default=100, show_default=True, type=click.IntRange(1))
+    @click.option("--temperature", default=1.2, show_default=True, type=float)
+    @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option("--checkpoint", default=None, type=click.Path(file_okay=False, path_type=Path),
+                  help="A refined factory directory (default: the pretrained one).")
+    @click.option("--threads", default=0, show_default=True, type=int, help="0 = min(2, cores).")
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+    def stats(size: str, samples: int, temperature: float, seed: int, checkpoint: Path | None,
+              threads: int, as_json: bool) -> None:
+        """Build (if needed) and sample the tiny factory; report novelty, screen pass rate,
+        speed and the build report."""
+        import click as _click
+
+        from engine.api import NullProgress, selfdev_home
+
+        home = selfdev_home()
+        ctx = Context(run_id="factory-stats", seed=seed, home=home,
+                      artifacts=home / "artifacts" / "factory-stats", progress=NullProgress())
+        gen = TinyGenerator(ctx, size=size, threads=threads)
+        t0 = time.perf_counter()
+        path = gen.initial_checkpoint()
+        ready = time.perf_counter() - t0
+        report = measure(gen, samples=samples, temperature=temperature, seed=seed,
+                         checkpoint=checkpoint)
+        report["factory"] = str(checkpoint or path)
+        report["ready_seconds"] = round(ready, 2)
+        build_file = path / "build.json"
+        if build_file.is_file():
+            report["build"] = json.loads(build_file.read_text())
+        if as_json:
+            _click.echo(json.dumps(report, indent=2, sort_keys=True))
+            return
+        for key in sorted(report):
+            if key != "build":
+                _click.echo(f"{key:<28} {report[key]}")
+        if "build" in report:
+            b = report["build"]
+            _click.echo(f"{'build':<28} {b['seconds']} s ({b['parameters']} parameters, "
+                        f"{b['steps']} steps, loss {b['loss_first']} -> {b['loss_last']}, "
+                        f"{b['epochs']} epochs over {b['corpus_used']} programs)")
+
+    return factory
+
+
+@hookimpl
+def register_generators(register):
+    register(TinyGenerator)
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(_stats_command())

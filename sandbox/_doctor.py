@@ -1,0 +1,77 @@
+"""`selfdev sandbox doctor`: probe the kernel's isolation features in a throw-away process."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+
+_CACHE: dict | None = None
+
+LAYER_DOC = {
+    "static": "L1 AST policy + RestrictedPython compile_restricted",
+    "facade": "L2 torch/math facades, attribute allowlists, guarded writes",
+    "process": "one forked child per candidate, own session, killed with its group",
+    "rlimits": "RLIMIT_AS/CPU/FSIZE/NOFILE/CORE/MEMLOCK in the child",
+    "no_new_privs": "PR_SET_NO_NEW_PRIVS",
+    "userns": "fresh user namespace (no capabilities in the host namespace)",
+    "netns": "fresh network namespace (no interfaces)",
+    "ipcns": "fresh IPC namespace",
+    "seccomp": "seccomp-bpf deny list (no sockets, exec, fork, ptrace, mount, ...)",
+    "landlock": "Landlock filesystem: read-only system/python dirs, no writes",
+    "landlock_net": "Landlock TCP bind/connect denied (ABI >= 4)",
+    "landlock_scope": "Landlock signal + abstract-unix scoping (ABI >= 6)",
+}
+
+
+def doctor(refresh: bool = False) -> dict:
+    global _CACHE
+    if _CACHE is not None and not refresh:
+        return dict(_CACHE)
+    from sandbox._policy import screen  # noqa: F401  (L1 importable)
+    import RestrictedPython
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_oslayers.py")
+    probe: dict = {}
+    err = None
+    try:
+        cp = subprocess.run([sys.executable, "-I", script], capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8"}, close_fds=True, cwd="/")
+        if cp.returncode == 0:
+            probe = json.loads(cp.stdout.strip().splitlines()[-1])
+        else:
+            err = (cp.stderr or cp.stdout).strip()[-500:]
+    except Exception as e:  # pragma: no cover
+        err = f"{type(e).__name__}: {e}"
+    from sandbox._supervisor import ALL_LAYERS, DEFAULT_REQUIRE
+    layers = {"static": True, "facade": True, "process": True}
+    for k in ALL_LAYERS:
+        layers[k] = bool(probe.get(k, False))
+    rep = {
+        "kernel": platform.release(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "restrictedpython": getattr(RestrictedPython, "__version__", None) or _rp_version(),
+        "euid": os.geteuid(),
+        "landlock_abi": probe.get("landlock_abi", 0),
+        "layers": layers,
+        "descriptions": LAYER_DOC,
+        "default_require": list(DEFAULT_REQUIRE),
+        "missing_for_default": [k for k in DEFAULT_REQUIRE if not layers.get(k)],
+    }
+    for k in ("namespace_error", "landlock_error", "seccomp_error"):
+        if probe.get(k):
+            rep[k] = probe[k]
+    if err:
+        rep["probe_error"] = err
+    rep["ok"] = not rep["missing_for_default"]
+    _CACHE = rep
+    return dict(rep)
+
+
+def _rp_version():
+    try:
+        from importlib.metadata import version
+        return version("RestrictedPython")
+    except Exception:
+        return None

@@ -1,0 +1,444 @@
+"""The warm parent (started clean by the supervisor) and the per-candidate child.
+
+The warm parent imports torch once, maps the inputs read-only/copy-on-write from a sealed
+memfd, enters fresh user/net/ipc namespaces, drops capabilities, applies rlimits,
+no_new_privs, a Landlock layer and a seccomp filter, and then forks one child per
+candidate. It never runs candidate code itself.
+"""
+from __future__ import annotations
+
+import ctypes
+import gc
+import json
+import math
+import mmap
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import sysconfig
+import time
+import traceback
+
+import torch  # noqa: F401  (imported once here; children inherit it)
+import RestrictedPython  # noqa: F401
+
+from sandbox import _oslayers as osl
+from sandbox import _proto
+from sandbox._facade import PolicyViolation, build_env
+from sandbox._policy import _Reject, compile_candidate
+
+DTYPES = {
+    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
+    "bfloat16": torch.bfloat16, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
+    "int64": torch.int64, "uint8": torch.uint8, "bool": torch.bool,
+    "complex64": torch.complex64, "complex128": torch.complex128,
+}
+MSG_CAP = 2000
+
+
+def _cap(s: str, n: int = MSG_CAP) -> str:
+    s = str(s)
+    return s if len(s) <= n else s[:n] + f"... [{len(s) - n} more chars]"
+
+
+def read_paths() -> list[str]:
+    paths = set()
+    for k in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(k)
+        if p:
+            paths.add(os.path.realpath(p))
+    for p in (sys.base_prefix, sys.prefix, "/usr/lib", "/lib", "/lib64", "/usr/lib64", "/usr/local/lib"):
+        if os.path.isdir(p):
+            paths.add(os.path.realpath(p))
+    return sorted(paths)
+
+
+class Inputs:
+    def __init__(self, fd: int):
+        size = os.fstat(fd).st_size
+        self.mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        hlen = int.from_bytes(self.mm[:8], "little")
+        hdr = json.loads(bytes(self.mm[8:8 + hlen]).decode())
+        self.names: list[str] = hdr["names"]
+        self.experts: list[str] = hdr["experts"]
+        self.base: dict[str, torch.Tensor] = {}
+        self.tv: dict[str, dict[str, torch.Tensor]] = {e: {} for e in self.experts}
+        for ent in hdr["tensors"]:
+            dt = DTYPES[ent["dtype"]]
+            shape = ent["shape"]
+            numel = math.prod(shape)
+            if numel == 0:
+                t = torch.zeros(shape, dtype=dt)
+            else:
+                t = torch.frombuffer(self.mm, dtype=dt, count=numel, offset=ent["offset"]).view(shape)
+            if ent["kind"] == "base":
+                self.base[ent["name"]] = t
+            else:
+                self.tv[ent["expert"]][ent["name"]] = t
+        self.max_numel = max([t.numel() for t in self.base.values()] + [1])
+
+
+def _warm_up(threads: int) -> None:
+    """Pay the first-call costs of common ops once, here, instead of in every child. Tiny
+    tensors only (below the intra-op grain size), so no OpenMP thread pool is created."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.linspace(-1, 1, 12).reshape(3, 4)
+    b = torch.ones(3, 4)
+    for r in (a + b, a - b, a * b, a / b, a * 0.5, -a, abs(a), a > 0, a == b, a.abs(), a.sign(), a.sum(), a.mean(),
+              a.sum(dim=0), torch.stack([a, b]), torch.stack([a, b]).sum(0), torch.where(a > 0, a, b),
+              a.flatten().kthvalue(3), a.flatten().sort(), a.topk(2), torch.zeros_like(a), a.clone(),
+              a.norm(), torch.rand(3, generator=g), torch.bernoulli(b * 0.5, generator=g), a.clamp(-0.5, 0.5),
+              a.float(), a.to(torch.float64), a.median(), torch.cat([a, b]), a.abs().flatten().quantile(0.5),
+              a.item() if a.numel() == 1 else a[0, 0].item(), a.tolist()):
+        del r
+    c = a.clone()
+    c[a > 0] = 0
+    c[0] = 1.0
+    str(a)
+    if threads == 1:  # BLAS/LAPACK paths may start a thread pool when threads > 1
+        _ = a @ b.T
+        _ = torch.linalg.svd(a, full_matrices=False)
+        _ = torch.linalg.norm(a)
+
+
+# ============================================================================ warm parent
+class Parent:
+    """State of the warm parent. It never executes candidate code."""
+
+    def __init__(self, sock: socket.socket, cfg: dict, inputs: Inputs, layers: dict,
+                 ruleset_fd: int | None, devnull: int, statm: int, factory):
+        self.sock = sock
+        self.cfg = cfg
+        self.inputs = inputs
+        self.layers = layers
+        self.ruleset_fd = ruleset_fd
+        self.devnull = devnull
+        self.statm = statm
+        self.factory = factory
+        self.spare: tuple[int, socket.socket, int] | None = None
+        self.live: dict[int, int] = {}  # pid -> pidfd (running children)
+        self.zombies: set[int] = set()
+
+    def prefork(self) -> None:
+        """Fork the next child ahead of time; it waits for its candidate on a private socket."""
+        a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        vmsize = int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
+        gc.freeze()
+        parent_pid = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # ------------------------------------------------------- child
+            code = 70
+            try:
+                a.close()
+                code = child_main(self, b, parent_pid, vmsize)
+            except BaseException:
+                code = 71
+            finally:
+                os._exit(code)
+        b.close()
+        self.spare = (pid, a, os.pidfd_open(pid))
+
+    def loop(self) -> None:
+        self.prefork()
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, None)
+        sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+        while True:
+            for key, _ in sel.select():
+                if key.data is not None:  # a child exited
+                    pid = key.data
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    self.live.pop(pid, None)
+                    if self.spare and self.spare[0] == pid:  # the spare died idle: replace it
+                        self.spare[1].close()
+                        self.spare = None
+                        os.waitpid(pid, 0)
+                        self.prefork()
+                        sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+                        continue
+                    st = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
+                    ex = {"code": None, "signal": None}
+                    if st is not None:
+                        if st.si_code == os.CLD_EXITED:
+                            ex["code"] = st.si_status
+                        else:
+                            ex["signal"] = st.si_status
+                    self.zombies.add(pid)
+                    _proto.send(self.sock, {"exit": ex, "pid": pid})
+                    continue
+                msg, fds = _proto.recv(self.sock)
+                if msg is None:
+                    return
+                op = msg.get("op")
+                if op == "reap":
+                    pid = int(msg.get("pid", -1))
+                    if pid in self.zombies:  # never reap before the supervisor says so
+                        self.zombies.discard(pid)
+                        os.waitpid(pid, 0)
+                    continue
+                if op != "run" or len(fds) != 3:
+                    for fd in fds:
+                        os.close(fd)
+                    continue
+                if self.spare is None:
+                    self.prefork()
+                    sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+                pid, a, pidfd = self.spare
+                self.spare = None
+                try:
+                    _proto.send(a, msg, fds)
+                except OSError:
+                    pass  # the child is gone: its exit is reported through its pidfd
+                for fd in fds:
+                    os.close(fd)
+                a.close()
+                self.live[pid] = pidfd
+                _proto.send(self.sock, {"pid": pid})
+                # the next candidate's child is forked while this one runs
+                self.prefork()
+                sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+
+
+def main(ctrl_fd: int) -> None:
+    sock = socket.socket(fileno=ctrl_fd)
+    sock.set_inheritable(False)
+    msg, fds = _proto.recv(sock)
+    if msg is None:
+        return
+    try:
+        cfg = msg
+        torch.set_num_threads(int(cfg["threads"]))
+        inputs = Inputs(fds[0])
+        os.close(fds[0])
+        devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
+        # warm up the pure-Python paths a child will need (no tensor math: no OpenMP pool)
+        compile_candidate("import torch\nimport math\ndef merge_models(task_vectors, base, name):\n    return base\n")
+        factory = build_env(max(1 << 24, 4 * inputs.max_numel))
+        try:  # cpuinfo reads /proc and /sys: do it before Landlock hides them
+            torch.backends.cpu.get_cpu_capability()
+        except Exception:
+            pass
+        _warm_up(int(cfg["threads"]))
+        layers = {"process": True}
+        ns = osl.enter_namespaces()
+        layers["userns"] = bool(ns.get("userns"))
+        layers["netns"] = bool(ns.get("netns")) and osl.loopback_isolated()
+        layers["ipcns"] = bool(ns.get("ipcns"))
+        osl.set_rlimit(resource.RLIMIT_CORE, 0)
+        osl.set_rlimit(resource.RLIMIT_NOFILE, 256)
+        layers["rlimits"] = True
+        osl.set_not_dumpable()
+        layers["no_new_privs"] = osl.set_no_new_privs()
+        rpaths = read_paths()
+        abi = osl.landlock_abi()
+        layers["landlock_abi"] = abi
+        layers["landlock"] = layers["landlock_net"] = layers["landlock_scope"] = False
+        n_threads = len(os.listdir("/proc/self/task"))
+        ruleset_fd = None
+        if abi >= 1 and layers["no_new_privs"] and n_threads == 1:
+            ruleset_fd, info = osl.landlock_ruleset(rpaths, abi)  # the children's own layer
+            osl.landlock_restrict(rpaths, abi)
+            layers["landlock"] = True
+            layers["landlock_net"] = info["net"]
+            layers["landlock_scope"] = info["scope"]
+        layers["seccomp"] = False
+        if osl.NR and layers["no_new_privs"]:
+            try:
+                osl.install_seccomp(child=False)
+                layers["seccomp"] = True
+            except OSError as e:
+                layers["seccomp_error"] = str(e)
+        missing = [k for k in cfg.get("require", []) if not layers.get(k)]
+        gc.collect()
+        gc.freeze()
+        _proto.send(sock, {"ready": True, "layers": layers, "missing": missing, "pid": os.getpid()})
+        if missing:
+            return
+    except Exception as e:
+        try:
+            _proto.send(sock, {"ready": False, "error": _cap(f"{type(e).__name__}: {e}"), "trace": _cap(traceback.format_exc(), 4000)})
+        finally:
+            return
+    Parent(sock, cfg, inputs, layers, ruleset_fd, devnull, statm, factory).loop()
+
+
+# ============================================================================ child
+def _send_status(st_w: int, status: dict) -> None:
+    data = json.dumps(status, separators=(",", ":")).encode()
+    view = memoryview(data)
+    while view:
+        n = os.write(st_w, view)
+        view = view[n:]
+
+
+def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -> int:
+    os.setsid()
+    osl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return 72
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGALRM, signal.SIGXCPU, signal.SIGXFSZ):
+        signal.signal(s, signal.SIG_DFL)
+    os.dup2(par.devnull, 0)
+    cfg, layers = par.cfg, par.layers
+    applied = {"rlimits": True, "no_new_privs": layers.get("no_new_privs", False),
+               "netns": layers.get("netns", False), "userns": layers.get("userns", False),
+               "ipcns": layers.get("ipcns", False)}
+    setup_error = None
+    try:
+        if par.ruleset_fd is not None:
+            # our own nested Landlock domain: besides the filesystem rules this scopes
+            # signals and abstract sockets away from the warm parent and the supervisor
+            osl.landlock_restrict_fd(par.ruleset_fd)
+            applied.update(landlock=True, landlock_net=layers.get("landlock_net", False),
+                           landlock_scope=layers.get("landlock_scope", False))
+    except Exception as e:
+        setup_error = f"{type(e).__name__}: {e}"
+    # wait for the candidate (the parent forks us ahead of time)
+    try:
+        msg, fds = _proto.recv(chan)
+    except Exception:
+        return 73
+    if msg is None or len(fds) != 3:
+        return 0
+    t0 = time.perf_counter()
+    out_w, st_w, res_fd = fds
+    os.dup2(out_w, 1)
+    os.dup2(out_w, 2)
+    os.dup2(st_w, 3, inheritable=False)
+    os.dup2(res_fd, 4, inheritable=False)
+    st_w, res_fd = 3, 4
+    os.closerange(5, 1 << 16)  # the channel, the parent's control socket, devnull, ...
+    require = set(cfg.get("require", []))
+    timeout = float(msg["timeout"])
+    threads = int(cfg["threads"])
+    try:
+        if setup_error:
+            raise RuntimeError(setup_error)
+        osl.set_rlimit(resource.RLIMIT_AS, vmsize + int(cfg["memory_mb"]) * 1024 * 1024)
+        cpu = int(math.ceil(timeout * max(1, threads))) + 1
+        osl.set_rlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
+        osl.set_rlimit(resource.RLIMIT_FSIZE, int(msg["result_bytes"]))
+        osl.set_rlimit(resource.RLIMIT_NOFILE, 16)
+        osl.set_rlimit(resource.RLIMIT_CORE, 0)
+        osl.set_rlimit(resource.RLIMIT_MEMLOCK, 0)
+        osl.set_rlimit(resource.RLIMIT_MSGQUEUE, 0)
+        # a wall-clock backstop that holds even if the supervisor has gone away
+        signal.setitimer(signal.ITIMER_REAL, timeout + 5.0)
+        if layers.get("seccomp"):
+            osl.install_seccomp(child=True, self_pid=os.getpid())
+            applied["seccomp"] = True
+        missing = [k for k in require if not applied.get(k)]
+        if missing:
+            _send_status(st_w, {"status": "unavailable", "reason": f"required layers not active in the child: {missing}"})
+            return 0
+    except Exception as e:
+        _send_status(st_w, {"status": "unavailable", "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")})
+        return 0
+    t_setup = time.perf_counter()
+    status = run_candidate(msg, par, res_fd)
+    status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3}
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        pass
+    _send_status(st_w, status)
+    os.close(st_w)
+    os.close(1)
+    os.close(2)
+    return 0
+
+
+def _candidate_line(tb) -> int | None:
+    line = None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<candidate>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+def run_candidate(msg, par: Parent, res_fd: int) -> dict:
+    inputs = par.inputs
+    try:
+        code_obj, _h = compile_candidate(msg["code"])
+    except _Reject as e:
+        return {"status": "rejected", "reason": _cap(str(e))}
+    env, make_globals = par.factory  # built in the parent; this process has a private copy
+    glb = make_globals()
+
+    def printed():
+        s = "".join(env.printed)
+        if env.truncated:
+            s += f"\n... [{env.truncated} more characters of output dropped]"
+        return s
+
+    def violation_result(extra: str = "") -> dict:
+        v = env.violations[0]
+        n = len(env.violations)
+        return {"status": "rejected", "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
+                "violations": env.violations, "stdout": printed()}
+
+    offsets = msg["offsets"]
+    try:
+        exec(code_obj, glb)
+        fn = glb.get("merge_models")
+        if not callable(fn):
+            return {"status": "rejected", "reason": "merge_models is not a function after executing the module", "stdout": printed()}
+        for i, name in enumerate(inputs.names):
+            base = inputs.base[name]
+            tvs = {e: inputs.tv[e][name] for e in inputs.experts}
+            r = fn(tvs, base, name)
+            if env.violations:
+                return violation_result(" (caught by the candidate)")
+            reason = check_result(r, base, name)
+            if reason:
+                return {"status": "rejected", "reason": reason, "stdout": printed()}
+            write_tensor(res_fd, r, int(offsets[i]))
+    except PolicyViolation:
+        return violation_result()
+    except BaseException as e:  # the candidate's own exception, reported as data
+        if env.violations:
+            return violation_result(" (caught by the candidate)")
+        tb = e.__traceback__
+        line = _candidate_line(tb)
+        return {"status": "error", "etype": type(e).__name__, "message": _cap(str(e), 1000),
+                "line": line, "stdout": printed()}
+    if env.violations:
+        return violation_result(" (caught by the candidate)")
+    return {"status": "ok", "stdout": printed()}
+
+
+def check_result(r, base: torch.Tensor, name: str) -> str | None:
+    if type(r) is not torch.Tensor:
+        return f"merge_models returned {type(r).__name__} for {name!r}; expected torch.Tensor"
+    if r.layout != torch.strided or r.is_sparse or r.device.type != "cpu":
+        return f"result for {name!r} must be a dense CPU tensor (got layout {r.layout}, device {r.device})"
+    if r.dtype != base.dtype:
+        return f"result for {name!r} has dtype {str(r.dtype).replace('torch.', '')}; expected {str(base.dtype).replace('torch.', '')}"
+    if tuple(r.shape) != tuple(base.shape):
+        return f"result for {name!r} has shape {tuple(r.shape)}; expected {tuple(base.shape)}"
+    if r.requires_grad:
+        return f"result for {name!r} requires grad; return a plain tensor (use .detach())"
+    return None
+
+
+def write_tensor(fd: int, t: torch.Tensor, offset: int) -> None:
+    t = t.contiguous()
+    if t.is_conj():
+        t = t.resolve_conj()
+    if t.is_neg():
+        t = t.resolve_neg()
+    n = t.numel() * t.element_size()
+    if n == 0:
+        return
+    buf = (ctypes.c_char * n).from_address(t.data_ptr())
+    view = memoryview(buf).cast("B")
+    done = 0
+    while done < n:
+        done += os.pwrite(fd, view[done:], offset + done)

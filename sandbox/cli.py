@@ -1,0 +1,111 @@
+"""`selfdev sandbox ...` commands (the lead wires ``sandbox_cli`` into the root group)."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+
+def _fail(msg: str, code: int = 2):
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(name="sandbox")
+def sandbox_cli():
+    """Run and inspect the candidate sandbox."""
+
+
+@sandbox_cli.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
+def doctor_cmd(as_json: bool):
+    """Show which isolation layers are active on this kernel."""
+    from sandbox import doctor
+    rep = doctor()
+    if as_json:
+        click.echo(json.dumps(rep, indent=2, sort_keys=True))
+        return
+    click.echo(f"kernel {rep['kernel']} ({rep['machine']}), python {rep['python']}, "
+               f"RestrictedPython {rep['restrictedpython']}, euid {rep['euid']}, Landlock ABI {rep['landlock_abi']}")
+    for k, v in rep["layers"].items():
+        mark = "on " if v else "OFF"
+        req = " (required by default)" if k in rep["default_require"] else ""
+        click.echo(f"  [{mark}] {k:15s} {rep['descriptions'].get(k, '')}{req}")
+    if rep["missing_for_default"]:
+        click.echo(f"missing required layers: {', '.join(rep['missing_for_default'])}: "
+                   "the sandbox will refuse to run candidates with its default settings")
+    else:
+        click.echo("all default-required layers are available")
+    for k in ("namespace_error", "landlock_error", "seccomp_error", "probe_error"):
+        if rep.get(k):
+            click.echo(f"  {k}: {rep[k]}")
+
+
+def _load_safetensors(path: str, what: str) -> dict:
+    if not os.path.isfile(path):
+        _fail(f"{what} file not found: {path}")
+    try:
+        from safetensors.torch import load_file
+        return load_file(path)
+    except Exception as e:
+        _fail(f"cannot read {what} {path} as safetensors: {type(e).__name__}: {str(e)[:200]}")
+
+
+@sandbox_cli.command("run")
+@click.argument("candidate", type=click.Path(dir_okay=False))
+@click.option("--base", "base_path", required=True, type=click.Path(dir_okay=False), help="Seed tensors (safetensors).")
+@click.option("--expert", "experts", multiple=True, required=True, metavar="NAME=FILE",
+              help="Task vectors of one expert (safetensors); repeat for each expert.")
+@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False), help="Where to write the merged task vectors.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Wall-clock limit in seconds.")
+@click.option("--memory-mb", type=int, default=4096, show_default=True, help="Address-space allowance for the candidate.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the default output format).")
+def run_cmd(candidate, base_path, experts, out_path, timeout, memory_mb, as_json):
+    """Screen and run CANDIDATE.py's merge_models on every tensor in BASE."""
+    if not os.path.isfile(candidate):
+        _fail(f"candidate file not found: {candidate}")
+    try:
+        with open(candidate, "rb") as f:
+            raw = f.read(1 << 20)
+        code = raw.decode("utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read candidate {candidate}: {e}")
+    if timeout <= 0:
+        _fail("--timeout must be positive")
+    tvs = {}
+    for spec in experts:
+        name, sep, path = spec.partition("=")
+        if not sep or not name or not path:
+            _fail(f"bad --expert {spec!r}: expected NAME=FILE")
+        if name in tvs:
+            _fail(f"duplicate expert name {name!r}")
+        tvs[name] = _load_safetensors(path, f"expert {name!r}")
+    base = _load_safetensors(base_path, "base")
+    if not base:
+        _fail("base file holds no tensors")
+    for n, tv in tvs.items():
+        missing = [k for k in base if k not in tv]
+        if missing:
+            _fail(f"expert {n!r} lacks tensors present in base: {', '.join(missing[:5])}")
+    out_dir = os.path.dirname(os.path.abspath(out_path))
+    if not os.path.isdir(out_dir):
+        _fail(f"output directory does not exist: {out_dir}")
+    from sandbox import Sandbox, SandboxUnavailable
+    try:
+        with Sandbox(base, tvs, timeout=timeout, memory_mb=memory_mb) as sb:
+            res = sb.run(code)
+    except SandboxUnavailable as e:
+        _fail(f"sandbox unavailable: {e}", 3)
+    except ValueError as e:
+        _fail(str(e))
+    obj = res.to_json()
+    if res.status == "ok":
+        from safetensors.torch import save_file
+        tmp = out_path + ".tmp"
+        save_file(res.tensors, tmp)
+        os.replace(tmp, out_path)
+        obj["out"] = out_path
+    click.echo(json.dumps(obj))
+    sys.exit(0 if res.status == "ok" else 1)

@@ -1,0 +1,76 @@
+"""selfdev's event log: an append-only, hash-chained SQLite store (imports nothing else of selfdev).
+
+Every step of a run is an event in the ``events`` table of one SQLite file (WAL mode):
+``position`` (global order, the rowid, never reused), ``event_id`` (a UUIDv7: time-sortable),
+``run_id``, ``stream_version`` (1..n within the run, unique with ``run_id``), ``type``,
+``type_version``, ``occurred_at`` (ISO-8601 UTC with microseconds), ``source`` (the plugin),
+``payload`` (canonical JSON), ``prev_hash`` and ``hash``. Triggers reject UPDATE and DELETE on
+``events`` and ``blobs``; the ``runs`` and ``candidates`` projections are ordinary tables,
+updated in the same transaction as each append and rebuildable from the events alone.
+
+The contract (changing any of it changes every stored hash):
+
+* **Canonical JSON** is ``json.dumps(value, sort_keys=True, separators=(",", ":"),
+  ensure_ascii=False, allow_nan=False)``, hashed as UTF-8 (:func:`canonical_json`). NaN and
+  Infinity are rejected; payloads are JSON objects and are stored in this form.
+* **Hashes** carry their algorithm: ``"b2:" + blake2b(data, digest_size=32).hexdigest()``
+  (:func:`content_hash`). A blob's ref is the hash of its bytes.
+* **An event's hash** is ``content_hash(canonical_json({"prev": prev_hash, "envelope":
+  {event_id, run_id, stream_version, type, type_version, occurred_at, source}, "payload":
+  payload}))``; ``prev_hash`` is the hash of the run's previous event, ``""`` for its first.
+  :meth:`EventStore.verify` re-derives every hash, link and version from what reads back and
+  names the first broken position; with no run given it also catches deleted rows through
+  holes in ``position`` and ``sqlite_sequence``, and checks every blob against its ref.
+
+**One writer per file.** A writable store on a file holds ``flock(LOCK_EX | LOCK_NB)`` on
+``<path>.lock`` for its lifetime; the file holds ``{pid, host, command, since, writer}``. Any
+other writer, in this process or another, gets :class:`WriterLockedError` naming the holder.
+The kernel releases the lock when the holder dies, even by ``kill -9``. Readers open with
+``readonly=True`` (``file:...?mode=ro``; no lock, no migrations) and follow a live run by
+calling ``read(after=last_position)`` again.
+
+Example::
+
+    with EventStore("runs.db", writer="selfdev run") as es:
+        ref = es.put_blob("def f(x): return x")
+        es.append("run-1", [NewEvent("run.started", {"domain": "tensors", "seed": 0})])
+        es.append("run-1", [NewEvent("candidate.generated",
+                                     {"candidate_id": "c1", "iteration": 1, "index": 0,
+                                      "completion": ref})], expected_version=1)
+        assert es.verify().ok
+"""
+
+from .canonical import GENESIS_HASH, HASH_PREFIX, canonical_json, content_hash, event_hash
+from .errors import (
+    BlobNotFoundError,
+    ConcurrencyError,
+    InvalidEventError,
+    ReadOnlyError,
+    StoreError,
+    WriterLockedError,
+)
+from .eventstore import EventStore, NewEvent, StoredEvent, VerifyResult
+from .ids import new_event_id, new_event_ids, utc_now
+from .migrations import MIGRATIONS
+
+__all__ = [
+    "EventStore",
+    "NewEvent",
+    "StoredEvent",
+    "VerifyResult",
+    "StoreError",
+    "WriterLockedError",
+    "ConcurrencyError",
+    "InvalidEventError",
+    "ReadOnlyError",
+    "BlobNotFoundError",
+    "canonical_json",
+    "content_hash",
+    "event_hash",
+    "new_event_id",
+    "new_event_ids",
+    "utc_now",
+    "GENESIS_HASH",
+    "HASH_PREFIX",
+    "MIGRATIONS",
+]

@@ -1,0 +1,222 @@
+"""Read-side helpers for the screens: the runs list and whether a writer is alive.
+
+Everything here reads; nothing opens the database for writing or takes its writer lock.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_time(text: str | None) -> datetime | None:
+    """``2025-03-14T09:26:53.250000Z`` (the store's format) -> an aware datetime."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{s}s"
+
+
+def fmt_score(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+# -- the writer lock ---------------------------------------------------------------------
+
+
+def _lock_file(db_path: str | os.PathLike[str]) -> str:
+    return os.path.realpath(os.fspath(db_path)) + ".lock"
+
+
+def _flock_holders(path: str) -> dict[int, bool] | None:
+    """Pids holding an flock on ``path`` according to /proc/locks (pid -> whether the device
+    matched too, not only the inode); None when unknowable.
+
+    Reading /proc/locks never takes a lock, so it cannot make a starting writer fail (a
+    probing ``flock`` from a reader could, for the instant it holds it).
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: dict[int, bool] = {}
+    for line in lines:
+        parts = line.split()
+        # "3: FLOCK  ADVISORY  WRITE 9206 fe:00:2146519 0 EOF" (a "->" marks waiters)
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        where = parts[5]
+        if where == dev or where.rsplit(":", 1)[-1] == str(st.st_ino):
+            try:
+                pids[int(parts[4])] = where == dev
+            except ValueError:
+                pass
+    return pids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def writer_holder(db_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Who holds the database's writer lock (``{pid, host, command, since, writer}``), or
+    None when no live writer holds it.
+
+    The lock file is read, never locked. On Linux /proc/locks says whether anyone holds the
+    flock; elsewhere the pid in the lock file is checked (same host only).
+    """
+    path = _lock_file(db_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        info = json.loads(text) if text.strip() else {}
+        if not isinstance(info, dict):
+            info = {}
+    except (OSError, ValueError):
+        info = {}
+    holders = _flock_holders(path)
+    if holders is not None:
+        # an inode match on another device counts only for the pid the lock file names
+        held = [pid for pid, exact in holders.items() if exact or pid == info.get("pid")]
+        if not held:
+            return None
+        return info or {"pid": min(held)}
+    pid = info.get("pid")
+    if isinstance(pid, int) and info.get("host") in (None, socket.gethostname()):
+        return info if _pid_alive(pid) else None
+    return None
+
+
+# -- the runs list -----------------------------------------------------------------------
+
+STATUS_MARK = {
+    "running": "● running",
+    "finished": "✓ finished",
+    "crashed": "⚠ crashed (resumable)",
+    "failed": "✗ failed (resumable)",
+}
+
+
+@dataclass
+class RunRow:
+    run_id: str
+    status: str  # running | finished | crashed | failed
+    domain: str
+    generator: str
+    optimizer: str
+    iteration: int | None  # the iteration it is in (or ended in)
+    iterations: int | None  # configured
+    best_dev: float | None
+    best_test: float | None
+    started: datetime | None
+    duration: float | None  # seconds
+    events: int
+    reason: str | None = None
+
+    @property
+    def status_label(self) -> str:
+        return STATUS_MARK.get(self.status, self.status)
+
+    @property
+    def iters_label(self) -> str:
+        if self.iterations is None:
+            return "-"
+        return f"{self.iteration or 0}/{self.iterations}"
+
+    def cells(self) -> tuple[str, ...]:
+        started = self.started.strftime("%Y-%m-%d %H:%M") if self.started else "-"
+        return (self.run_id, self.status_label, self.domain, self.generator, self.iters_label,
+                fmt_score(self.best_dev), fmt_score(self.best_test), started,
+                fmt_duration(self.duration), f"{self.events:,}")
+
+    def sort_key(self, column: str) -> Any:
+        value = {
+            "run": self.run_id, "status": self.status, "domain": self.domain,
+            "generator": self.generator, "iters": self.iteration or 0,
+            "dev": self.best_dev, "test": self.best_test,
+            "started": self.started.timestamp() if self.started else None,
+            "duration": self.duration, "events": self.events,
+        }[column]
+        # None sorts last in either direction's natural reading: put it first as the lowest
+        return (value is not None, value if value is not None else 0)
+
+    def matches(self, query: str) -> bool:
+        q = query.strip().lower()
+        return not q or any(q in cell.lower() for cell in self.cells())
+
+
+COLUMNS = ("run", "status", "domain", "generator", "iters", "dev", "test", "started",
+           "duration", "events")
+
+
+def list_runs(store: Any, now: Clock = utc_now, db_path: str | None = None) -> list[RunRow]:
+    """Every run in the store with the status a user needs: a run that has not finished is
+    ``running`` only while a writer holds the database (and it is the run written last);
+    otherwise it is ``crashed`` or ``failed`` and can be resumed."""
+    rows = store.runs()
+    holder = writer_holder(db_path or store.path) if rows else None
+    unfinished = [r for r in rows if r.get("status") != "finished"]
+    live_run = (max(unfinished, key=lambda r: r.get("last_position") or 0)["run_id"]
+                if holder and unfinished else None)
+    out = []
+    for r in rows:
+        status = r.get("status") or "running"
+        if status == "running" and r["run_id"] != live_run:
+            status = "crashed"
+        started = parse_time(r.get("started_at"))
+        ended = parse_time(r.get("finished_at"))
+        if status == "running":
+            ended = now()
+        elif ended is None and r.get("last_position"):
+            last = store.read(run_id=r["run_id"], after=r["last_position"] - 1, limit=1)
+            ended = parse_time(last[0].occurred_at) if last else None
+        duration = (ended - started).total_seconds() if started and ended else None
+        out.append(RunRow(
+            run_id=r["run_id"], status=status, domain=str(r.get("domain") or "-"),
+            generator=str(r.get("generator") or "-"), optimizer=str(r.get("optimizer") or "-"),
+            iteration=r.get("current_iteration"), iterations=r.get("iterations"),
+            best_dev=r.get("best_dev"), best_test=r.get("best_test"), started=started,
+            duration=duration, events=r.get("events") or 0, reason=r.get("reason"),
+        ))
+    return out

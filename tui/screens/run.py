@@ -1,0 +1,611 @@
+"""The run screen: a playhead over the run's log, and what the run looked like there."""
+from __future__ import annotations
+
+import gc
+import threading
+import time
+from typing import Any
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical
+from textual.screen import Screen
+from textual.widgets import DataTable, Footer, Input, Static
+
+from engine.report import status as state_status
+from tui.data import fmt_score, writer_holder
+from tui.messages import EventsLoaded, JumpTo, OpenCandidate, Verified
+from tui.replay import Replay
+from tui.widgets.eventlog import EventLog
+from tui.widgets.plot import ScorePlot
+from tui.widgets.tables import IterationTable, Leaderboard, iteration_detail, top_candidates
+from tui.widgets.tabstrip import TabStrip
+from tui.widgets.timeline import Timeline, iteration_of
+
+PANES = [("leaderboard", "Leaderboard"), ("iterations", "Iterations"), ("plot", "Plot"),
+         ("events", "Events")]
+SPEEDS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+FPS = 20
+#: a playhead jump longer than this redraws everything instead of looking at what changed
+DELTA_SCAN = 5000
+
+
+class RunScreen(Screen):
+    """``RunScreen(db_path, run_id)``: loads the run in a worker, then follows it while it
+    grows. The playhead is ``replay.cursor``: how many events are folded."""
+
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
+
+    BINDINGS = [
+        Binding("left", "step(-1)", "◀ event", priority=True),
+        Binding("right", "step(1)", "event ▶", priority=True),
+        Binding("left_square_bracket,shift+left", "candidate(-1)", "◀ cand", key_display="["),
+        Binding("right_square_bracket,shift+right", "candidate(1)", "cand ▶", key_display="]"),
+        Binding("left_curly_bracket,ctrl+left", "iteration(-1)", "◀ iter", key_display="{"),
+        Binding("right_curly_bracket,ctrl+right", "iteration(1)", "iter ▶", key_display="}"),
+        Binding("home", "jump_start", "Start", priority=True),
+        Binding("end", "jump_end", "End", priority=True),
+        Binding("space", "play", "Play/pause"),
+        Binding("plus,equals_sign", "speed(1)", "Faster", key_display="+"),
+        Binding("minus", "speed(-1)", "Slower", key_display="-"),
+        Binding("f", "follow", "Follow"),
+        Binding("v", "verify", "Verify"),
+        Binding("c", "open_candidate", "Candidate"),
+        Binding("b", "open_best", "Best"),
+        Binding("1", "pane('leaderboard')", "Leaderboard", show=False),
+        Binding("2", "pane('iterations')", "Iterations", show=False),
+        Binding("3", "pane('plot')", "Plot", show=False),
+        Binding("4", "pane('events')", "Events", show=False),
+        Binding("t", "type_filter", "Event types", show=False),
+        Binding("slash", "search", "Search events", show=False, key_display="/"),
+        Binding("escape", "back", "Back"),
+    ]
+
+    def __init__(self, store: Any, run_id: str, *, poll_interval: float = 0.5,
+                 page_size: int = 5000) -> None:
+        """``store``: the app's read-only store (used on the UI thread); workers open their
+        own read-only connections to ``store.path``."""
+        super().__init__()
+        self.store = store
+        self.db_path = store.path
+        self.run_id = run_id
+        self.poll_interval = poll_interval
+        self.page_size = page_size
+        self.replay: Replay = Replay.for_store(store, run_id)
+        self.pinned = True  # the playhead stays at the end as events arrive
+        self.follow = True
+        self.loaded = False
+        self.live = False  # a writer holds the database and the run has not ended
+        self.head: tuple[int, str] = (0, "")
+        self.audit = "not checked (v)"
+        self.verify_result: Any = None
+        self.active = "leaderboard"
+        self.speed_index = SPEEDS.index(50)
+        self.playing = False
+        self.type_filter: set[str] | None = None
+        self.search = ""
+        self._stop = threading.Event()
+        self._acc = 0.0
+        self._pending = False
+        self._full = True
+        self._drawn: dict[str, int] = {}
+        self._iter_cache: dict[int, dict[str, Any]] = {}
+        self._iter_at = -1
+        self._plot_time = 0.0
+        self._plot_timer: Any = None
+        self._marks: list[int] = []
+        self._marks_n = 0
+        self._filtered_n = -1
+        self.first_paint: float | None = None  # monotonic time of the first drawn state
+        self.loaded_at: float | None = None
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        yield Static(id="run-title")
+        yield Timeline(id="timeline")
+        yield TabStrip(PANES, id="panes-tabs")
+        with Container(id="panes"):
+            with Vertical(id="pane-leaderboard", classes="pane -active"):
+                yield Static(id="leaderboard-label", classes="pane-label")
+                yield Leaderboard(id="leaderboard")
+            with Vertical(id="pane-iterations", classes="pane"):
+                yield Static(id="iterations-label", classes="pane-label")
+                yield IterationTable(id="iterations")
+                yield Static(id="iteration-detail")
+            with Vertical(id="pane-plot", classes="pane"):
+                yield Static(id="plot-label", classes="pane-label")
+                yield ScorePlot(id="plot")
+                yield Static(id="plot-legend")
+            with Vertical(id="pane-events", classes="pane"):
+                yield Input(placeholder="search events: / · types: t", id="event-search")
+                yield Static(id="events-label", classes="pane-label")
+                yield EventLog(self.replay.index, id="events")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#run-title", Static).update(f"{self.run_id} · loading…")
+        self._play_timer = self.set_interval(1 / FPS, self._tick, pause=True)
+        self.query_one(Leaderboard).focus()
+        self._loader()
+
+    def on_unmount(self) -> None:
+        self._stop.set()
+
+    @property
+    def wide(self) -> bool:
+        return self.has_class("-wide") and self.has_class("-tall")
+
+    def visible(self, pane: str) -> bool:
+        return self.wide or self.active == pane
+
+    def on_resize(self) -> None:
+        self.call_later(self.request_refresh, True)
+
+    # -- loading and following -------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="loader")
+    def _loader(self) -> None:
+        """Read the run page by page (its own read-only connection), index and fold it; then
+        poll for new events every ``poll_interval`` until the run ends or the screen goes.
+        Whatever arrived between two polls is taken in one go (floods coalesce)."""
+        from store import EventStore
+
+        store = EventStore(self.db_path, readonly=True)
+        replay = self.replay
+        after = 0
+        gc_was = gc.isenabled()
+        gc.disable()  # a full collection per page over a growing heap would double the time
+        try:
+            while not self._stop.is_set():
+                page = store.read(run_id=self.run_id, after=after, limit=self.page_size)
+                if page:
+                    with replay.lock:
+                        replay.add(page)
+                        if self.pinned:
+                            replay.seek(len(replay))
+                    after = page[-1].position
+                    self.head = (page[-1].stream_version, page[-1].hash)
+                    ended = page[-1].type in ("run.finished", "run.failed")
+                    self.live = not ended and writer_holder(self.db_path) is not None
+                    full = len(page) == self.page_size
+                    if not full and not self.loaded:
+                        self._loaded_now(gc_was)
+                    self.post_message(EventsLoaded(len(replay), self.loaded))
+                    if full:
+                        continue
+                    if ended:
+                        break
+                else:
+                    if not self.loaded:
+                        self._loaded_now(gc_was)
+                        self.post_message(EventsLoaded(len(replay), True))
+                    was_live = self.live
+                    self.live = writer_holder(self.db_path) is not None
+                    if was_live != self.live:
+                        self.post_message(EventsLoaded(len(replay), True))
+                self._stop.wait(self.poll_interval)
+        finally:
+            store.close()
+            if not self.loaded:
+                self._loaded_now(gc_was)
+
+    def _loaded_now(self, gc_was: bool) -> None:
+        self.loaded = True
+        self.loaded_at = time.monotonic()
+        if gc_was:
+            gc.enable()
+            gc.freeze()  # the loaded run is long-lived: keep it out of later collections
+
+    def on_events_loaded(self, message: EventsLoaded) -> None:
+        self.request_refresh()
+
+    # -- the playhead ----------------------------------------------------------------------
+
+    @property
+    def cursor(self) -> int:
+        return self.replay.cursor
+
+    def move_to(self, k: int, *, user: bool = True) -> None:
+        with self.replay.lock:
+            k = self.replay.seek(k)
+            n = len(self.replay)
+        if user:
+            self.pinned = self.follow and k == n
+        self.request_refresh()
+
+    def action_step(self, delta: int) -> None:
+        self.move_to(self.cursor + delta)
+
+    def action_candidate(self, direction: int) -> None:
+        with self.replay.lock:
+            k = self.replay.candidate_step(self.cursor, direction)
+        self.move_to(k)
+
+    def action_iteration(self, direction: int) -> None:
+        with self.replay.lock:
+            k = self.replay.iteration_step(self.cursor, direction)
+        self.move_to(k)
+
+    def action_jump_start(self) -> None:
+        self.move_to(min(1, len(self.replay)))
+
+    def action_jump_end(self) -> None:
+        self.move_to(len(self.replay))
+        self.pinned = self.follow
+
+    def action_play(self) -> None:
+        self.playing = not self.playing
+        if self.playing:
+            if self.cursor >= len(self.replay) and not self.live:
+                self.move_to(min(1, len(self.replay)))
+            self.pinned = False
+            self._acc = 0.0
+            self._play_timer.resume()
+        else:
+            self._play_timer.pause()
+        self.request_refresh()
+
+    def action_speed(self, delta: int) -> None:
+        self.speed_index = max(0, min(len(SPEEDS) - 1, self.speed_index + delta))
+        self.request_refresh()
+
+    @property
+    def speed(self) -> int:
+        return SPEEDS[self.speed_index]
+
+    def _tick(self) -> None:
+        if not self.playing:
+            return
+        self._acc += self.speed / FPS
+        step = int(self._acc)
+        if step <= 0:
+            return
+        self._acc -= step
+        n = len(self.replay)
+        self.move_to(min(n, self.cursor + step), user=False)
+        if self.cursor >= n and not self.live:
+            self.playing = False
+            self._play_timer.pause()
+            self.pinned = self.follow
+            self.request_refresh()
+
+    def action_follow(self) -> None:
+        self.follow = not self.follow
+        if self.follow:
+            self.action_jump_end()
+        else:
+            self.pinned = False
+        self.request_refresh()
+
+    @on(JumpTo)
+    def _jump(self, message: JumpTo) -> None:
+        message.stop()
+        self.move_to(message.index + 1)
+
+    # -- drawing ---------------------------------------------------------------------------
+
+    def request_refresh(self, full: bool = False) -> None:
+        """Redraw once, after the messages already queued (many moves make one redraw)."""
+        self._full = self._full or full
+        if not self._pending:
+            self._pending = True
+            self.call_later(self._redraw)
+
+    def _changed(self, pane: str, k: int) -> set[str] | None:
+        """Event types between where ``pane`` was drawn and ``k`` (None: redraw all)."""
+        drawn = self._drawn.get(pane)
+        if drawn is None or self._full:
+            return None
+        lo, hi = min(drawn, k), max(drawn, k)
+        if hi - lo > DELTA_SCAN:
+            return None
+        return set(self.replay.index.types[lo:hi])
+
+    def _redraw(self) -> None:
+        self._pending = False
+        if not self.is_attached:
+            return
+        replay = self.replay
+        with replay.lock:
+            n = len(replay)
+            k = replay.cursor
+            state = replay.state
+            index = replay.index
+            if self._marks_n != n:
+                self._marks += [i + 1 for i in range(self._marks_n, n)
+                                if index.types[i] == "iteration.started"]
+                self._marks_n = n
+            self._draw_title(state, n)
+            self._draw_timeline(state, k, n)
+            for pane, draw in (("leaderboard", self._draw_leaderboard),
+                               ("iterations", self._draw_iterations),
+                               ("plot", self._draw_plot), ("events", self._draw_events)):
+                if self.visible(pane):
+                    draw(state, k, n)
+            self._full = False
+        if self.first_paint is None and n:
+            self.first_paint = time.monotonic()
+
+    def _status_text(self, n: int) -> str:
+        if not self.loaded:
+            return f"loading… {n:,} events"
+        index = self.replay.index
+        last = index.types[-1] if n else ""
+        if last == "run.finished":
+            return "✓ finished"
+        if last == "run.failed":
+            return "✗ failed (resumable)"
+        if self.live:
+            return "● running"
+        return "⚠ crashed (resumable)"
+
+    def _draw_title(self, state: Any, n: int) -> None:
+        started = state.started
+        what = (f"{started.domain}/{started.generator}/{started.optimizer}"
+                if started is not None else "")
+        head = self.head[1]
+        head_short = (head[:14] + "…") if head else "-"
+        parts = [self.run_id, self._status_text(n), f"head {head_short}", f"audit {self.audit}"]
+        if what:
+            parts.append(what)
+        self.query_one("#run-title", Static).update(" · ".join(parts))
+
+    def _draw_timeline(self, state: Any, k: int, n: int) -> None:
+        index = self.replay.index
+        if self.playing:
+            mode = f"▶ {self.speed} ev/s"
+        elif self.pinned and self.live:
+            mode = "● following"
+        else:
+            mode = f"⏸ {self.speed} ev/s"
+        its = state.started.iterations if state.started is not None else 0
+        it = iteration_of(self._marks, k)
+        bits = [mode, f"event {k:,}/{n:,}"]
+        if k:
+            i = k - 1
+            bits.append(f"#{index.positions[i]}")
+            bits.append(f"it {it}/{its}" if its else f"it {it}")
+            bits.append(index.times[i][11:19])
+            bits.append(f"{index.types[i]}  {index.texts[i]}")
+        self.query_one(Timeline).set_position(k, n, self._marks, " │ ".join(bits))
+
+    def _draw_leaderboard(self, state: Any, k: int, n: int) -> None:
+        changed = self._changed("leaderboard", k)
+        if changed is not None and "candidate.evaluated" not in changed:
+            self._drawn["leaderboard"] = k
+            return
+        board = self.query_one(Leaderboard)
+        scored = board.show_state(state)
+        shown = len(board._rows)
+        more = f" (top {shown} shown)" if shown < scored else ""
+        self.query_one("#leaderboard-label", Static).update(
+            f"leaderboard as of event {k:,} · {scored:,} scored{more} · enter: open candidate")
+        self._drawn["leaderboard"] = k
+
+    def _iteration_stats(self, state: Any, k: int) -> list[dict[str, Any]]:
+        if self._iter_at >= 0 and abs(k - self._iter_at) <= DELTA_SCAN and not self._full:
+            lo, hi = min(k, self._iter_at), max(k, self._iter_at)
+            touched = set(self.replay.index.iters[lo:hi])
+        else:
+            touched = None
+        cache = {t: s for t, s in self._iter_cache.items() if t in state.iterations}
+        for t in state.iterations:
+            if touched is None or t in touched or t not in cache:
+                cache[t] = state.iteration_stats(t)
+        self._iter_cache, self._iter_at = cache, k
+        return [cache[t] for t in sorted(cache)]
+
+    def _draw_iterations(self, state: Any, k: int, n: int) -> None:
+        if self._drawn.get("iterations") == k and not self._full:
+            return
+        stats = self._iteration_stats(state, k)
+        self.query_one(IterationTable).show_stats(stats)
+        it = iteration_of(self._marks, k)
+        current = next((s for s in stats if s["iteration"] == it), None)
+        self.query_one("#iteration-detail", Static).update(
+            iteration_detail(current) if current else "no iteration has started yet")
+        self.query_one("#iterations-label", Static).update(
+            f"iterations as of event {k:,} · {len(stats)} started")
+        self._drawn["iterations"] = k
+
+    def _draw_plot(self, state: Any, k: int, n: int) -> None:
+        changed = self._changed("plot", k)
+        if changed is not None and not changed & {"candidate.evaluated", "baseline.evaluated"}:
+            self._drawn["plot"] = k
+            return
+        now = time.monotonic()
+        if self.playing and now - self._plot_time < 0.3:
+            if self._plot_timer is None:
+                self._plot_timer = self.set_timer(0.3, self._plot_later)
+            return
+        self._plot_time = now
+        legend = self.query_one(ScorePlot).show_state(state)
+        self.query_one("#plot-legend", Static).update(legend)
+        self.query_one("#plot-label", Static).update(
+            f"dev scores as of event {k:,} (x: iteration, candidates in order)")
+        self._drawn["plot"] = k
+
+    def _plot_later(self) -> None:
+        self._plot_timer = None
+        self._drawn.pop("plot", None)
+        self.request_refresh()
+
+    def _draw_events(self, state: Any, k: int, n: int) -> None:
+        log = self.query_one(EventLog)
+        if self._filtered_n != n:
+            self._apply_filter(n)
+        log.set_playhead(k - 1)
+        self._drawn["events"] = k
+
+    def _apply_filter(self, n: int | None = None) -> None:
+        index = self.replay.index
+        n = len(index) if n is None else n
+        if self.type_filter is None and not self.search:
+            rows = list(range(n))
+        else:
+            rows = index.filter(self.type_filter, self.search)
+        self._filtered_n = n
+        log = self.query_one(EventLog)
+        log.set_rows(rows)
+        kinds = "all types" if self.type_filter is None else ", ".join(sorted(self.type_filter))
+        if len(kinds) > 40:
+            kinds = f"{len(self.type_filter or ())} types"
+        search = f" · search “{self.search}”" if self.search else ""
+        self.query_one("#events-label", Static).update(
+            f"{len(rows):,} of {n:,} events · {kinds}{search} · ▶ playhead · enter: move it here")
+
+    # -- panes, filters, candidates --------------------------------------------------------
+
+    def action_pane(self, pane: str) -> None:
+        self.active = pane
+        for name, _ in PANES:
+            self.query_one(f"#pane-{name}").set_class(name == pane, "-active")
+        self.query_one(TabStrip).active = pane
+        focus = {"leaderboard": Leaderboard, "iterations": IterationTable,
+                 "events": EventLog}.get(pane)
+        if focus is not None:
+            self.query_one(focus).focus()
+        self.request_refresh()
+
+    @on(TabStrip.Picked)
+    def _picked(self, message: TabStrip.Picked) -> None:
+        self.action_pane(message.name)
+
+    def action_search(self) -> None:
+        if not self.wide:
+            self.action_pane("events")
+        self.query_one("#event-search", Input).focus()
+
+    @on(Input.Changed, "#event-search")
+    def _search_changed(self, message: Input.Changed) -> None:
+        self.search = message.value
+        with self.replay.lock:
+            self._apply_filter()
+            self.query_one(EventLog).set_playhead(self.cursor - 1)
+
+    @on(Input.Submitted, "#event-search")
+    def _search_submitted(self, message: Input.Submitted) -> None:
+        self.query_one(EventLog).focus()
+
+    def action_type_filter(self) -> None:
+        from tui.screens.pickers import TypeFilterScreen
+
+        with self.replay.lock:
+            counts: dict[str, int] = {}
+            for t in self.replay.index.types:
+                counts[t] = counts.get(t, 0) + 1
+
+        def done(chosen: set[str] | None) -> None:
+            if chosen is None:
+                return
+            self.type_filter = None if chosen == set(counts) else chosen
+            with self.replay.lock:
+                self._apply_filter()
+                self.query_one(EventLog).set_playhead(self.cursor - 1)
+
+        if not self.wide:
+            self.action_pane("events")
+        self.app.push_screen(TypeFilterScreen(counts, self.type_filter), done)
+
+    def set_type_filter(self, types: set[str] | None) -> None:
+        """Keep only events of these types in the log (None: all)."""
+        self.type_filter = types
+        with self.replay.lock:
+            self._apply_filter()
+            self.query_one(EventLog).set_playhead(self.cursor - 1)
+
+    @on(DataTable.RowSelected, "#leaderboard")
+    def _row_selected(self, message: DataTable.RowSelected) -> None:
+        if message.row_key.value:
+            self.open_candidate(str(message.row_key.value))
+
+    @on(OpenCandidate)
+    def _open(self, message: OpenCandidate) -> None:
+        message.stop()
+        self.open_candidate(message.candidate_id)
+
+    def open_candidate(self, candidate_id: str) -> None:
+        from tui.screens.candidate import CandidateScreen
+
+        with self.replay.lock:
+            if candidate_id not in self.replay.state.candidates:
+                self.notify(f"{candidate_id} does not exist yet at this point of the run",
+                            severity="warning")
+                return
+        self.app.push_screen(CandidateScreen(self, candidate_id))
+
+    def action_open_candidate(self) -> None:
+        focused = self.focused
+        if isinstance(focused, EventLog):
+            focused.action_candidate()
+            return
+        cid = self.query_one(Leaderboard).selected_candidate
+        if cid is None:
+            self.action_open_best()
+        else:
+            self.open_candidate(cid)
+
+    def action_open_best(self) -> None:
+        with self.replay.lock:
+            top = top_candidates(self.replay.state, 1)
+        if not top:
+            self.notify("no candidate has a dev score yet at this point", severity="warning")
+            return
+        self.open_candidate(top[0].candidate_id)
+
+    def action_back(self) -> None:
+        if isinstance(self.focused, Input):
+            self.query_one(EventLog).focus()
+            return
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # the playhead's priority keys must not steal the cursor keys of the search box
+        if action in ("step", "jump_start", "jump_end") and isinstance(self.focused, Input):
+            return False
+        return True
+
+    # -- audit -----------------------------------------------------------------------------
+
+    def action_verify(self) -> None:
+        self.audit = "checking…"
+        self.request_refresh()
+        self._verify()
+
+    @work(thread=True, exclusive=True, group="verify")
+    def _verify(self) -> None:
+        from store import EventStore
+
+        with EventStore(self.db_path, readonly=True) as store:
+            result = store.verify(self.run_id)
+            head = store.head(self.run_id)
+        self.post_message(Verified(result, head))
+
+    def on_verified(self, message: Verified) -> None:
+        r = message.result
+        self.verify_result = r
+        if r.ok:
+            self.audit = f"intact ✓ ({r.checked:,} events)"
+            self.notify(f"hash chain intact: {r.checked:,} events verified; head "
+                        f"{message.head[1]}", title="audit", timeout=6)
+        else:
+            self.audit = f"BROKEN ✗ at #{r.first_broken}"
+            self.notify(f"BROKEN at position {r.first_broken}: {r.reason}", title="audit",
+                        severity="error", timeout=10)
+        self.head = message.head if message.head[1] else self.head
+        self.request_refresh()
+
+    # -- what tests and the benchmark read -------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        with self.replay.lock:
+            state = self.replay.state
+            best = top_candidates(state, 1)
+            return {"cursor": self.replay.cursor, "events": len(self.replay),
+                    "status": state_status(state), "candidates": len(state.candidates),
+                    "best": best[0].candidate_id if best else None,
+                    "best_dev": fmt_score(best[0].dev) if best else None}

@@ -31,6 +31,8 @@ def open_store(db: Path | None, *, readonly: bool) -> Any:
     path = db or default_db()
     if readonly and not path.exists():
         raise SelfdevError(f"no database at {path} (run `selfdev demo` or pass --db)")
+    if not readonly:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return EventStore(path, readonly=readonly, writer=" ".join(sys.argv))
 
 

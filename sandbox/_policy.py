@@ -68,7 +68,7 @@ def _line(node: ast.AST) -> str:
 
 
 def _check_ident(name: str | None, node: ast.AST, what: str) -> None:
-    if name is None:
+    if name is None or name == "_":  # the conventional throw-away name is fine
         return
     if "__" in name:
         raise _Reject(f"{_line(node)}dunder {what} {name!r} is not allowed")
@@ -76,25 +76,34 @@ def _check_ident(name: str | None, node: ast.AST, what: str) -> None:
         raise _Reject(f"{_line(node)}{what} {name!r} starts with an underscore (not allowed)")
 
 
-def _iter_depth(tree: ast.AST) -> tuple[int, int]:
-    """(node count, max depth), computed iteratively (no recursion on hostile input)."""
+def _iter_depth(tree: ast.AST) -> tuple[list, int]:
+    """(all nodes, max depth), computed iteratively (no recursion on hostile input)."""
     stack = [(tree, 1)]
-    count = depth = 0
+    nodes = []
+    depth = 0
+    iter_fields = ast.iter_fields
+    AST = ast.AST
     while stack:
         node, d = stack.pop()
-        count += 1
+        nodes.append(node)
         if d > depth:
             depth = d
-        if count > MAX_NODES or depth > MAX_DEPTH:
-            return count, depth
-        for child in ast.iter_child_nodes(node):
-            stack.append((child, d + 1))
-    return count, depth
+        if len(nodes) > MAX_NODES or depth > MAX_DEPTH:
+            return nodes, depth
+        d += 1
+        for _name, field in iter_fields(node):
+            if isinstance(field, AST):
+                stack.append((field, d))
+            elif isinstance(field, list):
+                for item in field:
+                    if isinstance(item, AST):
+                        stack.append((item, d))
+    return nodes, depth
 
 
-def _check_tree(tree: ast.Module) -> None:
+def _check_tree(tree: ast.Module, nodes: list) -> None:
     merges = [n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == "merge_models"]
-    all_merges = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == "merge_models"]
+    all_merges = [n for n in nodes if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.name == "merge_models"]
     if not merges:
         raise _Reject("no top-level function merge_models(task_vectors, base, name) defined")
     if len(all_merges) != 1:
@@ -110,7 +119,7 @@ def _check_tree(tree: ast.Module) -> None:
     if len(pos) - n_defaults > 3 or any(d is None for d in a.kw_defaults):
         raise _Reject(f"{_line(fn)}merge_models: parameters after (task_vectors, base, name) need defaults")
 
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             raise _Reject(f"{_line(node)}generators (yield) are not allowed")
         if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith, ast.AsyncFunctionDef)):
@@ -202,8 +211,8 @@ def _reload(node: ast.AST) -> ast.AST:
     return n
 
 
-def _strip_docstrings(tree: ast.AST) -> None:
-    for node in ast.walk(tree):
+def _strip_docstrings(nodes: list) -> None:
+    for node in nodes:
         if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             body = node.body
             if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
@@ -215,7 +224,7 @@ def ast_hash(tree: ast.AST) -> str:
     return "b2:" + hashlib.blake2b(dumped.encode(), digest_size=16).hexdigest()
 
 
-def parse_and_check(code: str) -> tuple[ast.Module, str]:
+def parse_and_check(code: str, want_hash: bool = True) -> tuple[ast.Module, str | None]:
     """Return (transformed tree ready for compile_restricted, ast_hash) or raise _Reject."""
     if not isinstance(code, str):
         raise _Reject("candidate source must be a str")
@@ -230,23 +239,29 @@ def parse_and_check(code: str) -> tuple[ast.Module, str]:
         raise _Reject(f"syntax error: line {e.lineno}: {e.msg}")
     except (MemoryError, RecursionError, ValueError) as e:
         raise _Reject(f"source too complex to parse ({type(e).__name__})")
-    count, depth = _iter_depth(tree)
-    if count > MAX_NODES:
+    nodes, depth = _iter_depth(tree)
+    if len(nodes) > MAX_NODES:
         raise _Reject(f"AST has more than {MAX_NODES} nodes")
     if depth > MAX_DEPTH:
         raise _Reject(f"AST nesting deeper than {MAX_DEPTH}")
-    _check_tree(tree)
-    _strip_docstrings(tree)
-    h = ast_hash(tree)
-    tree = _GenToList().visit(tree)
-    tree = _AugSubscript().visit(tree)
-    ast.fix_missing_locations(tree)
+    _check_tree(tree, nodes)
+    _strip_docstrings(nodes)
+    h = ast_hash(tree) if want_hash else None
+    changed = False
+    if any(isinstance(n, ast.GeneratorExp) for n in nodes):
+        tree = _GenToList().visit(tree)
+        changed = True
+    if any(isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Subscript) for n in nodes):
+        tree = _AugSubscript().visit(tree)
+        changed = True
+    if changed:
+        ast.fix_missing_locations(tree)
     return tree, h
 
 
-def compile_candidate(code: str):
+def compile_candidate(code: str, want_hash: bool = True):
     """Screen and compile with RestrictedPython. Returns (code object, ast_hash)."""
-    tree, h = parse_and_check(code)
+    tree, h = parse_and_check(code, want_hash)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

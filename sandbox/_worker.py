@@ -365,12 +365,22 @@ def _candidate_line(tb) -> int | None:
 
 def run_candidate(msg, par: Parent, res_fd: int) -> dict:
     inputs = par.inputs
-    try:
-        code_obj, _h = compile_candidate(msg["code"])
-    except _Reject as e:
-        return {"status": "rejected", "reason": _cap(str(e))}
     env, make_globals = par.factory  # built in the parent; this process has a private copy
-    glb = make_globals()
+    if msg.get("os_only"):
+        # test hook (Sandbox(_os_only=True)): full Python, no L1/L2, to show that the OS
+        # layers hold on their own. Never used for real candidates.
+        import builtins
+        try:
+            code_obj = compile(msg["code"], "<candidate>", "exec")
+        except SyntaxError as e:
+            return {"status": "rejected", "reason": _cap(f"syntax error: {e}")}
+        glb = {"__name__": "candidate", "__builtins__": builtins}
+    else:
+        try:
+            code_obj, _h = compile_candidate(msg["code"], want_hash=False)
+        except _Reject as e:
+            return {"status": "rejected", "reason": _cap(str(e))}
+        glb = make_globals()
 
     def printed():
         s = "".join(env.printed)

@@ -14,6 +14,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from . import projections
+from ._sql import insert_rows
 from .canonical import (
     GENESIS_HASH,
     _event_hash_unchecked,
@@ -52,6 +53,7 @@ _INSERT = (
     f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
 )
 _loads = parse_json
+_INSERT_HEAD = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
 
 
 @dataclass
@@ -354,7 +356,7 @@ class EventStore:
 
     def _insert_events(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         try:
-            conn.executemany(_INSERT, rows)
+            insert_rows(conn, _INSERT_HEAD, rows)
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"append rejected by the database: {exc}") from exc
 

@@ -14,6 +14,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from ._sql import insert_rows
 from .canonical import canonical_json
 
 # (position, run_id, type, occurred_at, payload)
@@ -34,6 +35,13 @@ def _scalar(value: Any) -> Any:
         return canonical_json(value)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _number(value: Any) -> float | None:
+    """A score or duration: a real number, else NULL (so leaderboards never sort text)."""
+    if type(value) in (int, float) and value == value:
+        return float(value)
+    return None
 
 
 class _Batch:
@@ -136,7 +144,7 @@ def _candidate_executed(batch: _Batch, run: dict, run_id: str, at: str, p: dict)
     status = p.get("status")
     row["status"] = "executed" if status == "ok" else _scalar(status)
     row["reason"] = _scalar(p.get("reason"))
-    row["duration_ms"] = _scalar(p.get("duration_ms"))
+    row["duration_ms"] = _number(p.get("duration_ms"))
 
 
 @handles("candidate.evaluated")
@@ -146,7 +154,7 @@ def _candidate_evaluated(batch: _Batch, run: dict, run_id: str, at: str, p: dict
         return
     split = p.get("split")
     if split in ("dev", "test"):
-        row[f"{split}_score"] = _scalar(p.get("score"))
+        row[f"{split}_score"] = _number(p.get("score"))
         row[f"{split}_metrics"] = _scalar(p.get("metrics"))
     row["status"] = "scored"
     batch.rescore.add(run_id)
@@ -194,28 +202,28 @@ def project(conn: sqlite3.Connection, events: Sequence[ProjectedEvent]) -> None:
 
     for columns, values in _grouped(runs.values()).items():
         names = ", ".join(f'"{c}"' for c in columns)
-        marks = ", ".join("?" for _ in columns)
         updates = ", ".join(
             "events = runs.events + excluded.events" if c == "events" else f'"{c}" = excluded."{c}"'
             for c in columns
             if c not in ("run_id", "first_position")
         )
-        conn.executemany(
-            f"INSERT INTO runs ({names}) VALUES ({marks}) "
-            f"ON CONFLICT (run_id) DO UPDATE SET {updates}",
+        insert_rows(
+            conn,
+            f"INSERT INTO runs ({names})",
             values,
+            f" ON CONFLICT (run_id) DO UPDATE SET {updates}",
         )
 
     rows = ({"run_id": k[0], "candidate_id": k[1], **v} for k, v in batch.candidates.items())
     for columns, values in _grouped(rows).items():
         names = ", ".join(f'"{c}"' for c in columns)
-        marks = ", ".join("?" for _ in columns)
         sets = [f'"{c}" = excluded."{c}"' for c in columns[2:]]
         conflict = f"DO UPDATE SET {', '.join(sets)}" if sets else "DO NOTHING"
-        conn.executemany(
-            f"INSERT INTO candidates ({names}) VALUES ({marks}) "
-            f"ON CONFLICT (run_id, candidate_id) {conflict}",
+        insert_rows(
+            conn,
+            f"INSERT INTO candidates ({names})",
             values,
+            f" ON CONFLICT (run_id, candidate_id) {conflict}",
         )
 
     for run_id in batch.rescore:

@@ -101,7 +101,7 @@ def summarize(type_: str, p: dict[str, Any]) -> str:
     if type_ == "selection.tested":
         return f"top {p.get('k')} scored on test; best by dev {p.get('best_dev')}"
     if type_ == "run.finished":
-        return "run finished"
+        return f"{len(p.get('summary') or [])} rows in the final table"
     if type_ == "run.failed":
         return f"failed: {p.get('reason')}"
     if type_ == "run.resumed":

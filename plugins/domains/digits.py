@@ -12,9 +12,11 @@ Model handles are ``torch.nn.Module`` logits models; ``labelled_split(split)`` g
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
+import textwrap
 import time
 from typing import Any
 
@@ -44,12 +46,7 @@ PROMPT = '''\
 You are an expert in machine learning and model merging. Write a new algorithm that merges
 several expert models into one better model.
 
-Setting: a small seed classifier (an MLP 64-128-128-10 for 8x8 handwritten digits, parameters
-{params}) was fine-tuned into {n_experts} experts, each on a different group of classes
-({groups}). Every expert is good at its own classes and bad at the others. For every parameter,
-the task vector of an expert is (expert parameter - seed parameter). Your function combines the
-task vectors of one parameter into one merged task vector; the merged model is
-seed + merged task vector, and it is scored by its accuracy on all ten classes.
+{setting}
 
 Write a Python function with exactly this signature:
 
@@ -58,7 +55,7 @@ def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name
     base: the seed model's value of this parameter. name: the parameter's name.
     Return the merged task vector for this parameter (same shape and dtype as base)."""
 
-It is called once per parameter, with name in {names}.
+{called}
 
 Constraints:
 - import only torch and math; no other modules, no files, no network, no printing of large data;
@@ -314,10 +311,14 @@ class DigitsDomain(TensorDomain):
         meta = json.loads((path / "meta.json").read_text())
         if meta.get("recipe") != self.recipe():
             return None
-        base = load_file(str(path / "seed.safetensors"))
-        experts = {name: load_file(str(path / f"expert_{name}.safetensors"))
-                   for name in meta["experts"]}
-        return base, experts
+        order = meta["order"]  # safetensors sorts the keys; keep the module's order
+
+        def load(file: str) -> dict[str, Any]:
+            state = load_file(str(path / file))
+            return {k: state[k] for k in order}
+
+        return load("seed.safetensors"), {name: load(f"expert_{name}.safetensors")
+                                          for name in meta["experts"]}
 
     def prepare(self) -> dict[str, Any]:
         """Build (or load from the cache) seed and experts; return a JSON summary."""
@@ -334,7 +335,7 @@ class DigitsDomain(TensorDomain):
         cached = loaded is not None
         if loaded is None:
             base, experts = self._build()
-            meta = {"recipe": self.recipe(), "experts": list(experts),
+            meta = {"recipe": self.recipe(), "experts": list(experts), "order": list(base),
                     "params": sum(v.numel() for v in base.values())}
             self._write_cache(path, base, experts, meta)
         else:
@@ -382,9 +383,19 @@ class DigitsDomain(TensorDomain):
         self.prepare()
         groups = ", ".join(f"{name}: classes {{{', '.join(map(str, g))}}}"
                            for name, g in zip(self.task_vectors, self.groups))
-        return PROMPT.format(params=sum(v.numel() for v in self.base.values()),
-                             n_experts=len(self.groups), groups=groups,
-                             names=", ".join(repr(n) for n in self.mergeable), example=EXAMPLE)
+        params = sum(v.numel() for v in self.base.values())
+        setting = (
+            f"Setting: a small seed classifier (an MLP 64-{self.hidden}-{self.hidden}-10 for 8x8 "
+            f"handwritten digits, {params:,} parameters) was fine-tuned into {len(self.groups)} "
+            f"experts, each on a different group of classes ({groups}). Every expert is good at "
+            f"its own classes and bad at the others. For every parameter, the task vector of an "
+            f"expert is (expert parameter - seed parameter). Your function combines the task "
+            f"vectors of one parameter into one merged task vector; the merged model is seed + "
+            f"merged task vector, and it is scored by its accuracy on all ten classes.")
+        called = ("It is called once per parameter, with name in "
+                  + ", ".join(repr(n) for n in self.mergeable) + ".")
+        wrap = functools.partial(textwrap.fill, width=96, break_on_hyphens=False)
+        return PROMPT.format(setting=wrap(setting), called=wrap(called), example=EXAMPLE)
 
 
 @hookimpl

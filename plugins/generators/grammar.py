@@ -816,16 +816,22 @@ def sample(rng: random.Random, temperature: float, broken_rate: float) -> tuple[
 
 
 def corpus(n: int, seed: int, *, temperature: float | None = None) -> list[str]:
-    """``n`` working programs (code only), the pretraining corpus of the tiny factory.
+    """``n`` distinct working programs (code only), the pretraining corpus of the tiny factory.
 
     With no ``temperature``, program ``i`` uses a temperature spread over [0.6, 1.4] (a
     low-discrepancy sequence), so the corpus covers plain and adventurous programs.
     """
-    out = []
-    for i in range(n):
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while len(out) < n and i < 20 * n + 100:  # distinct programs; the bound only guards a loop
         t = temperature if temperature is not None else 0.6 + 0.8 * ((i * 0.6180339887) % 1.0)
         rng = random.Random(derive_seed("grammar-corpus", seed, i))
-        out.append(render(build_program(rng, t)))
+        code = render(build_program(rng, t))
+        i += 1
+        if code not in seen:
+            seen.add(code)
+            out.append(code)
     return out
 
 

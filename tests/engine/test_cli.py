@@ -79,3 +79,14 @@ def test_unknown_run_and_missing_db(tmp_path, demo_db):
     assert result.exit_code == 2 and "no run 'nope'" in result.output
     result = CliRunner().invoke(cli, ["runs", "--db", str(tmp_path / "none.db")])
     assert result.exit_code == 2 and "no database at" in result.output
+
+
+def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
+    from store import EventStore
+
+    db = tmp_path / "runs.db"
+    with EventStore(db, writer="holder-under-test"):
+        result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--candidates", "2", "--quiet"])
+    assert result.exit_code == 2
+    assert "holder-under-test" in result.output or "pid" in result.output
+    assert "Traceback" not in result.output

@@ -41,6 +41,7 @@ def test_second_prepare_loads_the_cache(digits, digits_home, make_ctx, monkeypat
     again = DigitsDomain(make_ctx())
     s = again.prepare()
     assert s["cached"] is True and s["cache"] == digits.prepare()["cache"]
+    assert again.mergeable == digits.mergeable and list(again.base) == list(digits.base)
     for k, v in digits.base.items():
         assert torch.equal(v, again.base[k])
     for e in digits.expert_names():
@@ -162,7 +163,9 @@ def test_prompt_and_its_example(digits, dev_score):
     prompt = digits.prompt()
     assert "def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name: str)" in prompt
     assert "import only torch and math" in prompt
-    assert "g012: classes {0, 1, 2}" in prompt and "'head.weight'" in prompt
+    flat = " ".join(prompt.split())
+    assert "g012: classes {0, 1, 2}" in flat and "26,122 parameters" in flat
+    assert "'fc1.weight', 'fc1.bias', 'fc2.weight'" in flat
     assert EXAMPLE in prompt and "```python" in prompt
     namespace = {}
     exec(compile(EXAMPLE, "example", "exec"), namespace)  # trusted test code

@@ -431,9 +431,13 @@ class TestEventStoreContract:
             NewEvent("candidate.evaluated", {"candidate_id": "c", "split": "odd", "score": "hi"}),
             NewEvent("iteration.started", {"iteration": None}),
         ])  # fmt: skip
+        store.append(
+            "r",
+            [NewEvent("candidate.evaluated", {"candidate_id": "c", "split": "dev", "score": "1"})],
+        )
         (c,) = store.candidates("r")
         assert c["iteration"] == "[1,2]" and c["index"] == '{"a":1}' and c["status"] == "scored"
-        assert store.leaderboard("r") == []
+        assert c["dev_score"] is None and store.leaderboard("r") == []
 
     def test_rebuild_equals_incremental(self, store, make_run, projection_rows):
         events_a = make_run("a", iterations=3, per_iteration=5)

@@ -203,3 +203,20 @@ def test_writes_after_close_are_refused(db_path):
     es.close()
     with pytest.raises(StoreError, match="closed"):
         es.append("r", [NewEvent("x", {})])
+
+
+def test_store_imports_nothing_else_from_the_repository():
+    import ast
+
+    allowed = set(sys.stdlib_module_names) | {"sqlite_utils"}
+    for path in sorted((REPO_ROOT / "store").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] in allowed, f"{path.name} imports {name}"

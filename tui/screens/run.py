@@ -39,28 +39,43 @@ class RunScreen(Screen):
     VERTICAL_BREAKPOINTS = [(0, "-short"), (34, "-tall")]
 
     BINDINGS = [
-        Binding("left", "step(-1)", "◀ event", priority=True),
-        Binding("right", "step(1)", "event ▶", priority=True),
-        Binding("left_square_bracket,shift+left", "candidate(-1)", "◀ cand", key_display="["),
-        Binding("right_square_bracket,shift+right", "candidate(1)", "cand ▶", key_display="]"),
-        Binding("left_curly_bracket,ctrl+left", "iteration(-1)", "◀ iter", key_display="{"),
-        Binding("right_curly_bracket,ctrl+right", "iteration(1)", "iter ▶", key_display="}"),
-        Binding("home", "jump_start", "Start", priority=True),
-        Binding("end", "jump_end", "End", priority=True),
-        Binding("space", "play", "Play/pause"),
-        Binding("plus,equals_sign", "speed(1)", "Faster", key_display="+"),
-        Binding("minus", "speed(-1)", "Slower", key_display="-"),
-        Binding("f", "follow", "Follow"),
-        Binding("v", "verify", "Verify"),
-        Binding("c", "open_candidate", "Candidate"),
-        Binding("b", "open_best", "Best"),
-        Binding("1", "pane('leaderboard')", "Leaderboard", show=False),
-        Binding("2", "pane('iterations')", "Iterations", show=False),
-        Binding("3", "pane('plot')", "Plot", show=False),
-        Binding("4", "pane('events')", "Events", show=False),
-        Binding("t", "type_filter", "Event types", show=False),
-        Binding("slash", "search", "Search events", show=False, key_display="/"),
-        Binding("escape", "back", "Back"),
+        Binding("left", "step(-1)", "prev", priority=True, tooltip="playhead one event back"),
+        Binding("right", "step(1)", "next", priority=True, tooltip="playhead one event on"),
+        Binding("left_square_bracket,shift+left", "candidate(-1)", "cand-", key_display="[",
+                tooltip="playhead to the previous candidate"),
+        Binding("right_square_bracket,shift+right", "candidate(1)", "cand+", key_display="]",
+                tooltip="playhead to the next candidate"),
+        Binding("left_curly_bracket,ctrl+left", "iteration(-1)", "iter-", key_display="{",
+                tooltip="playhead to the start of this (or the previous) iteration"),
+        Binding("right_curly_bracket,ctrl+right", "iteration(1)", "iter+", key_display="}",
+                tooltip="playhead to the start of the next iteration"),
+        Binding("home", "jump_start", "start", priority=True, show=False,
+                tooltip="playhead to the first event"),
+        Binding("end", "jump_end", "end", priority=True, show=False,
+                tooltip="playhead to the last event (and follow, when following is on)"),
+        Binding("space", "play", "play", tooltip="play / pause the replay"),
+        Binding("plus,equals_sign", "speed(1)", "faster", key_display="+", show=False,
+                tooltip="play faster (events per second)"),
+        Binding("minus", "speed(-1)", "slower", key_display="-", show=False,
+                tooltip="play slower"),
+        Binding("f", "follow", "follow", show=False,
+                tooltip="toggle follow: keep the playhead on the newest event of a live run"),
+        Binding("v", "verify", "verify", tooltip="audit: re-derive the run's hash chain"),
+        Binding("c", "open_candidate", "cand", show=False,
+                tooltip="open the selected candidate (leaderboard row or event)"),
+        Binding("b", "open_best", "best", show=False,
+                tooltip="open the best candidate as of the playhead"),
+        Binding("1", "pane('leaderboard')", "leaderboard", show=False,
+                tooltip="show the leaderboard pane"),
+        Binding("2", "pane('iterations')", "iterations", show=False,
+                tooltip="show the per-iteration pane"),
+        Binding("3", "pane('plot')", "plot", show=False, tooltip="show the score plot"),
+        Binding("4", "pane('events')", "events", show=False, tooltip="show the event log"),
+        Binding("t", "type_filter", "types", show=False,
+                tooltip="choose the event types the log shows"),
+        Binding("slash", "search", "search", show=False, key_display="/",
+                tooltip="search the event log (type, summary, source)"),
+        Binding("escape", "back", "back", show=False, tooltip="back to the runs list"),
     ]
 
     def __init__(self, store: Any, run_id: str, *, poll_interval: float = 0.5,
@@ -79,7 +94,7 @@ class RunScreen(Screen):
         self.loaded = False
         self.live = False  # a writer holds the database and the run has not ended
         self.head: tuple[int, str] = (0, "")
-        self.audit = "not checked (v)"
+        self.audit = "? (v)"
         self.verify_result: Any = None
         self.active = "leaderboard"
         self.speed_index = SPEEDS.index(50)
@@ -123,7 +138,7 @@ class RunScreen(Screen):
                 yield Input(placeholder="search events: / · types: t", id="event-search")
                 yield Static(id="events-label", classes="pane-label")
                 yield EventLog(self.replay.index, id="events")
-        yield Footer()
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#run-title", Static).update(f"{self.run_id} · loading…")

@@ -24,7 +24,7 @@ class EventLog(ScrollView, can_focus=True):
     the cursor row is drawn reversed. Enter moves the playhead to the cursor's event."""
 
     DEFAULT_CSS = """
-    EventLog { height: 1fr; }
+    EventLog { height: 1fr; scrollbar-size-vertical: 1; overflow-x: hidden; }
     EventLog > .event-log--cursor { text-style: reverse; }
     EventLog > .event-log--playhead { text-style: bold; }
     EventLog > .event-log--dim { color: $text-muted; }
@@ -56,7 +56,7 @@ class EventLog(ScrollView, can_focus=True):
 
     def set_rows(self, rows: list[int]) -> None:
         self.rows = rows
-        self.virtual_size = Size(self.size.width, len(rows))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
         self.follow_playhead = True
         self.sync_to_playhead()
         self.refresh()
@@ -77,6 +77,8 @@ class EventLog(ScrollView, can_focus=True):
         row = self.playhead_row()
         self.cursor = max(0, row)
         self.scroll_to_cursor()
+        # the size may change with this refresh (a pane just shown): scroll again after it
+        self.call_after_refresh(self.scroll_to_cursor)
 
     @property
     def cursor_event(self) -> int | None:
@@ -122,7 +124,9 @@ class EventLog(ScrollView, can_focus=True):
         return strip.crop_extend(scroll_x, scroll_x + width, style)
 
     def on_resize(self) -> None:
-        self.virtual_size = Size(self.size.width, len(self.rows))
+        self.virtual_size = Size(self.scrollable_content_region.width, len(self.rows))
+        if self.follow_playhead:
+            self.call_after_refresh(self.scroll_to_cursor)
 
     def on_focus(self) -> None:
         self.refresh()

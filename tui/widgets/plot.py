@@ -11,8 +11,9 @@ from engine.state import RunState
 #: one marker per iteration (cycled), so iterations differ by shape, not only by colour
 ITER_MARKERS = ("•", "+", "x", "o", "*", "^")
 #: reference lines: (label, marker)
-BASELINE_MARKERS = {"seed": "=", "best expert": "~", "best TA": "#", "best TIES": "%",
-                    "best DARE": "&", "best DARE-TIES": "$"}
+BASELINE_MARKERS = {"seed": "-", "best expert": "~", "best TA": "=", "best TIES": ":",
+                    "best DARE": "'", "best DARE-TIES": '"', "best Model Stock": "`",
+                    "best SLERP": ","}
 
 
 def baseline_lines(state: RunState) -> list[tuple[str, float]]:

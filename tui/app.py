@@ -1,0 +1,75 @@
+"""The Textual app: a runs list at the bottom of the stack, run screens pushed on top."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from textual.app import App
+from textual.binding import Binding
+
+from tui.commands import SelfdevCommands
+from tui.data import Clock, utc_now
+
+
+class SelfdevApp(App[None]):
+    """``SelfdevApp(store_or_path, run_id=None)``.
+
+    ``store_or_path``: an ``EventStore`` opened read-only, or a database path (opened
+    read-only here and closed on exit). ``clock`` returns the current time (aware UTC
+    datetime); tests pass a frozen one. ``poll_interval``: seconds between two looks for new
+    events of a live run; ``runs_refresh``: seconds between two reloads of the runs list
+    (0: never).
+    """
+
+    CSS_PATH = "app.tcss"
+    TITLE = "selfdev"
+    COMMANDS = App.COMMANDS | {SelfdevCommands}
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark,f1", "help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, store: Any, run_id: str | None = None, *, clock: Clock = utc_now,
+                 poll_interval: float = 0.5, runs_refresh: float = 2.0) -> None:
+        super().__init__()
+        if isinstance(store, (str, os.PathLike)):
+            from store import EventStore
+
+            store = EventStore(store, readonly=True)
+            self._owns_store = True
+        else:
+            self._owns_store = False
+        if not getattr(store, "readonly", False):
+            raise ValueError("the TUI only reads: open the store with readonly=True")
+        self.store = store
+        self.start_run = run_id
+        self.clock = clock
+        self.poll_interval = poll_interval
+        self.runs_refresh = runs_refresh
+
+    @property
+    def db_label(self) -> str:
+        return Path(self.store.path).name
+
+    def on_mount(self) -> None:
+        from tui.screens.runs import RunsScreen
+
+        self.push_screen(RunsScreen(self.store, refresh_every=self.runs_refresh))
+        if self.start_run:
+            self.open_run(self.start_run)
+
+    def on_unmount(self) -> None:
+        if self._owns_store:
+            self.store.close()
+
+    def open_run(self, run_id: str) -> None:
+        from tui.screens.run import RunScreen
+
+        self.push_screen(RunScreen(self.store, run_id, poll_interval=self.poll_interval))
+
+    def action_help(self) -> None:
+        from tui.screens.help import HelpScreen
+
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())

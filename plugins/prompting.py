@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import warnings
 from typing import Any
 
 from engine.hookspecs import hookimpl
@@ -35,11 +36,15 @@ def _sandbox() -> Any:
 
 def candidate_code(text: str) -> str | None:
     """The first valid ``merge_models`` program in a completion (fenced or bare), or None."""
-    return _sandbox().extract_candidate(text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)  # "invalid decimal literal" and friends
+        return _sandbox().extract_candidate(text)
 
 
 def screen_code(code: str) -> tuple[bool, str | None]:
-    verdict = _sandbox().screen(code)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SyntaxWarning)
+        verdict = _sandbox().screen(code)
     return bool(verdict.ok), verdict.reason
 
 
@@ -84,12 +89,14 @@ class _Normalise(ast.NodeTransformer):
 def program_keys(code: str) -> tuple[str, str] | None:
     """``(exact, structure)`` normalised-AST hashes of a program, or None if it does not parse."""
     try:
-        tree = ast.parse(code)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", SyntaxWarning)
+            trees = [ast.parse(code), ast.parse(code)]
     except (SyntaxError, ValueError, RecursionError, MemoryError):
         return None
     out = []
-    for abstract in (False, True):
-        t = _Normalise(abstract).visit(ast.parse(code) if abstract else tree)
+    for abstract, tree in zip((False, True), trees):
+        t = _Normalise(abstract).visit(tree)
         dumped = ast.dump(t, annotate_fields=False, include_attributes=False)
         out.append(hashlib.blake2b(dumped.encode(), digest_size=12).hexdigest())
     return out[0], out[1]

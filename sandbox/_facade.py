@@ -191,35 +191,6 @@ class Facade:
         return sorted(object.__getattribute__(self, "_attrs"))
 
 
-class _TensorTypeMeta(type):
-    def __instancecheck__(cls, obj):
-        return isinstance(obj, Tensor)
-
-    def __subclasscheck__(cls, sub):
-        return isinstance(sub, type) and issubclass(sub, Tensor)
-
-    def __call__(cls, *a, **k):
-        raise PolicyViolation("torch.Tensor(...) is not allowed; use torch.zeros/torch.tensor")
-
-
-class TensorType(metaclass=_TensorTypeMeta):
-    """Stands in for ``torch.Tensor`` in isinstance checks only."""
-
-
-class _GeneratorTypeMeta(type):
-    def __instancecheck__(cls, obj):
-        return isinstance(obj, torch.Generator)
-
-    def __call__(cls, device="cpu"):
-        if str(device) != "cpu":
-            raise PolicyViolation("torch.Generator: only device='cpu' is available")
-        return torch.Generator()
-
-
-class GeneratorType(metaclass=_GeneratorTypeMeta):
-    pass
-
-
 def _size_numel(args, kwargs) -> int:
     size = kwargs.get("size")
     if size is None:
@@ -324,6 +295,31 @@ def build_env(numel_cap: int):
             tattrs[n] = wrap_random(n)
     for n in DTYPES:
         tattrs[n] = getattr(torch, n)
+    class _TensorTypeMeta(type):
+        def __instancecheck__(cls, obj):
+            return isinstance(obj, Tensor)
+
+        def __subclasscheck__(cls, sub):
+            return isinstance(sub, type) and issubclass(sub, Tensor)
+
+        def __call__(cls, *a, **k):
+            raise env.violate("torch.Tensor(...) is not allowed; use torch.zeros/torch.tensor")
+
+    class TensorType(metaclass=_TensorTypeMeta):
+        """Stands in for ``torch.Tensor`` in isinstance checks only."""
+
+    class _GeneratorTypeMeta(type):
+        def __instancecheck__(cls, obj):
+            return isinstance(obj, torch.Generator)
+
+        def __call__(cls, device="cpu"):
+            if str(device) != "cpu":
+                raise env.violate("torch.Generator: only device='cpu' is available")
+            return torch.Generator()
+
+    class GeneratorType(metaclass=_GeneratorTypeMeta):
+        pass
+
     tattrs["Tensor"] = TensorType
     tattrs["Generator"] = GeneratorType
     tattrs["Size"] = torch.Size

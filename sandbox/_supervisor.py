@@ -1,6 +1,7 @@
 """The trusted side: Sandbox (warm parent management, per-candidate runs, L4 validation)."""
 from __future__ import annotations
 
+import collections
 import ctypes
 import fcntl
 import json
@@ -31,6 +32,7 @@ ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "seccomp", 
 DEFAULT_REQUIRE = ("rlimits", "no_new_privs", "netns", "seccomp", "landlock", "landlock_net",
                    "landlock_scope")
 
+Parent_POOL = 2  # must match _worker.Parent.POOL
 STDOUT_CAP = 16 * 1024
 STDERR_CAP = 16 * 1024
 STATUS_CAP = 1 << 20
@@ -116,7 +118,7 @@ class Sandbox:
     def __init__(self, base: dict[str, torch.Tensor], task_vectors: dict[str, dict[str, torch.Tensor]], *,
                  names: list[str] | None = None, timeout: float = 10.0, memory_mb: int = 4096,
                  require: Iterable[str] = DEFAULT_REQUIRE, threads: int = 1, start_timeout: float = 120.0,
-                 _os_only: bool = False):
+                 _os_only: bool = False, _disable_layers: Iterable[str] = ()):
         if not isinstance(base, dict) or not base:
             raise ValueError("base must be a non-empty dict of parameter name -> tensor")
         if not isinstance(task_vectors, dict) or not task_vectors:
@@ -131,6 +133,8 @@ class Sandbox:
         self.require = tuple(require)
         # test hook: run candidates as plain Python (no L1/L2) to exercise the OS layers alone
         self._os_only = bool(_os_only)
+        # test hook: pretend these layers are missing on this kernel (to test failing closed)
+        self._disable = [str(x) for x in _disable_layers]
         unknown = [r for r in self.require if r not in ALL_LAYERS]
         if unknown:
             raise ValueError(f"unknown sandbox layers in require: {unknown} (known: {list(ALL_LAYERS)})")
@@ -163,6 +167,7 @@ class Sandbox:
         self._sock: socket.socket | None = None
         self._inputs_fd: int | None = None
         self._unreaped: set[int] = set()
+        self._spares: collections.deque = collections.deque()
         self.layers: dict = {}
         self.parent_pid: int | None = None
         self._start_timeout = start_timeout
@@ -241,7 +246,8 @@ class Sandbox:
             if log:
                 err.close()
         self._sock = parent_sock
-        cfg = {"threads": self.threads, "memory_mb": self.memory_mb, "require": list(self.require)}
+        cfg = {"threads": self.threads, "memory_mb": self.memory_mb, "require": list(self.require),
+               "disable": self._disable}
         _proto.send(parent_sock, cfg, [self._inputs_fd])
         parent_sock.settimeout(self._start_timeout)
         try:
@@ -270,6 +276,8 @@ class Sandbox:
 
     def _kill_parent(self) -> None:
         self._unreaped = set()
+        while self._spares:
+            self._spares.popleft()[1].close()
         if self._sock is not None:
             try:
                 self._sock.close()
@@ -335,7 +343,19 @@ class Sandbox:
             res.details.setdefault("ast_hash", sr.ast_hash)
         return res
 
-    def _run_locked(self, code: str, timeout: float, t0: float) -> SandboxResult:
+    def _take_spare(self) -> tuple[int, socket.socket]:
+        """An idle pre-forked child and its private channel (waiting for one if needed)."""
+        end = time.monotonic() + self._start_timeout
+        while not self._spares:
+            if self._sock is None:
+                raise SandboxUnavailable("sandbox parent process is gone")
+            r, _, _ = select.select([self._sock], [], [], max(0.0, end - time.monotonic()))
+            if not r:
+                raise SandboxUnavailable("sandbox parent process did not provide a child in time")
+            self._recv_ctl(None)
+        return self._spares.popleft()
+
+    def _run_locked(self, code: str, timeout: float, t0: float, attempt: int = 0) -> SandboxResult:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         res_fd = os.memfd_create("selfdev-sandbox-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -344,17 +364,34 @@ class Sandbox:
             os.ftruncate(res_fd, self.result_bytes)
             msg = {"op": "run", "code": code, "timeout": timeout, "offsets": self.offsets,
                    "result_bytes": max(self.result_bytes, 1), "os_only": self._os_only}
-            try:
-                _proto.send(self._sock, msg, [out_w, st_w, res_fd])
-            except OSError:
-                os.close(out_w)
-                os.close(st_w)
-                self._restart()
-                out_w = st_w = -1
-                return self._run_locked(code, timeout, t0)
+            pid = None
+            for _ in range(2 * Parent_POOL + 2):
+                try:
+                    pid, chan = self._take_spare()
+                except SandboxUnavailable:
+                    if attempt:
+                        raise
+                    os.close(out_w)
+                    os.close(st_w)
+                    self._restart()
+                    return self._run_locked(code, timeout, t0, attempt + 1)
+                try:
+                    _proto.send(chan, msg, [out_w, st_w, res_fd])
+                except OSError:
+                    pid = None  # that spare died idle; its exit notice will come
+                    continue
+                finally:
+                    chan.close()
+                break
             os.close(out_w)
             os.close(st_w)
-            return self._supervise(timeout, t0, out_r, st_r, res_fd)
+            if pid is None:
+                raise SandboxUnavailable("no usable sandbox child")
+            try:
+                _proto.send(self._sock, {"op": "used"})  # fork a replacement off the critical path
+            except OSError:
+                pass
+            return self._supervise(timeout, t0, out_r, st_r, res_fd, pid)
         finally:
             for fd in fds_local:
                 try:
@@ -362,8 +399,28 @@ class Sandbox:
                 except OSError:
                     pass
 
-    def _handle_ctl(self, m: dict, current: int | None):
+    def _recv_ctl(self, current: int | None):
+        """Receive and process one control message (blocking)."""
+        try:
+            m, fds = _proto.recv(self._sock)
+        except (OSError, ValueError):
+            m, fds = None, []
+        if m is None:
+            for fd in fds:
+                os.close(fd)
+            self._kill_parent()
+            return None
+        return self._handle_ctl(m, fds, current)
+
+    def _handle_ctl(self, m: dict, fds: list[int], current: int | None):
         """Process one control message; returns the exit info if it concerns ``current``."""
+        if "spare" in m and len(fds) == 1:
+            pid = int(m["spare"])
+            self._spares.append((pid, socket.socket(fileno=fds[0])))
+            self._unreaped.add(pid)
+            return None
+        for fd in fds:
+            os.close(fd)
         if "exit" in m:
             pid = int(m.get("pid", -1))
             try:  # the child is dead: let the parent reap it (never before: pid reuse)
@@ -371,34 +428,23 @@ class Sandbox:
             except OSError:
                 pass
             self._unreaped.discard(pid)
+            for sp in list(self._spares):
+                if sp[0] == pid:
+                    self._spares.remove(sp)
+                    sp[1].close()
             if pid == current:
                 return m["exit"]
         return None
 
     def _drain_ctl(self) -> None:
-        """Collect exit notices of earlier children without blocking."""
-        if self._sock is None:
-            return
-        while True:
-            try:
-                self._sock.setblocking(False)
-                try:
-                    m, fds = _proto.recv(self._sock)
-                finally:
-                    self._sock.setblocking(True)
-            except (BlockingIOError, InterruptedError):
+        """Collect notices (spares, exits of earlier children) without blocking."""
+        while self._sock is not None:
+            r, _, _ = select.select([self._sock], [], [], 0)
+            if not r:
                 return
-            except (OSError, ValueError):
-                self._kill_parent()
-                return
-            for fd in fds:
-                os.close(fd)
-            if m is None:
-                self._kill_parent()
-                return
-            self._handle_ctl(m, None)
+            self._recv_ctl(None)
 
-    def _supervise(self, timeout, t0, out_r, st_r, res_fd) -> SandboxResult:
+    def _supervise(self, timeout, t0, out_r, st_r, res_fd, pid) -> SandboxResult:
         sel = selectors.DefaultSelector()
         os.set_blocking(out_r, False)
         os.set_blocking(st_r, False)
@@ -409,7 +455,6 @@ class Sandbox:
         out_dropped = 0
         st_buf = bytearray()
         st_over = False
-        pid = None
         exit_info = None
         timed_out = False
         parent_broken = False
@@ -452,22 +497,16 @@ class Sandbox:
                             m, fds = _proto.recv(self._sock)
                         except (OSError, ValueError):
                             m, fds = None, []
-                        for fd in fds:
-                            os.close(fd)
                         if m is None:
+                            for fd in fds:
+                                os.close(fd)
                             parent_broken = True
-                            sel.unregister(self._sock)
+                            sel.unregister(key.fileobj)
                             hard_deadline = min(hard_deadline or 1e18, time.monotonic() + 0.5)
                             continue
-                        if "pid" in m and "exit" not in m:
-                            pid = int(m["pid"])
-                            self._unreaped.add(pid)
-                            if timed_out:
-                                self._kill_child(pid)
-                        else:
-                            ex = self._handle_ctl(m, pid)
-                            if ex is not None:
-                                exit_info = ex
+                        ex = self._handle_ctl(m, fds, pid)
+                        if ex is not None:
+                            exit_info = ex
                     else:
                         fd = key.fd
                         try:
@@ -591,17 +630,7 @@ class Sandbox:
             r, _, _ = select.select([self._sock], [], [], max(0.0, end - time.monotonic()))
             if not r:
                 break
-            try:
-                m, fds = _proto.recv(self._sock)
-            except (OSError, ValueError):
-                self._kill_parent()
-                return
-            for fd in fds:
-                os.close(fd)
-            if m is None:
-                self._kill_parent()
-                return
-            self._handle_ctl(m, None)
+            self._recv_ctl(None)
 
     def _kill_child(self, pid: int) -> None:
         # the child is never reaped before we acknowledge, so its pid/pgid cannot be reused

@@ -59,7 +59,24 @@ def read_paths() -> list[str]:
 class Inputs:
     def __init__(self, fd: int):
         size = os.fstat(fd).st_size
-        self.mm = mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        # private anonymous memory (transparent huge pages where the kernel allows): children
+        # inherit the page tables at fork, so reading inputs costs them no page faults, and a
+        # candidate writing to its inputs only ever touches its own copy-on-write pages
+        self.mm = mmap.mmap(-1, max(size, 1), flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS,
+                            prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        if hasattr(mmap, "MADV_HUGEPAGE") and size >= (2 << 20):
+            try:
+                self.mm.madvise(mmap.MADV_HUGEPAGE)
+            except OSError:
+                pass
+        view = memoryview(self.mm)
+        done = 0
+        while done < size:
+            n = os.preadv(fd, [view[done:done + (64 << 20)]], done)
+            if n <= 0:
+                raise OSError("short read of the inputs")
+            done += n
+        del view
         hlen = int.from_bytes(self.mm[:8], "little")
         hdr = json.loads(bytes(self.mm[8:8 + hlen]).decode())
         self.names: list[str] = hdr["names"]
@@ -106,7 +123,12 @@ def _warm_up(threads: int) -> None:
 
 # ============================================================================ warm parent
 class Parent:
-    """State of the warm parent. It never executes candidate code."""
+    """State of the warm parent. It never executes candidate code and never reads anything a
+    child produced: it forks spare children, hands their private channel to the supervisor,
+    and reports exits (it reaps a child only when the supervisor says so, so the supervisor
+    can always signal the child's process group without a pid-reuse race)."""
+
+    POOL = 2  # idle, pre-forked children, so a fork is never on a candidate's critical path
 
     def __init__(self, sock: socket.socket, cfg: dict, inputs: Inputs, layers: dict,
                  ruleset_fd: int | None, devnull: int, statm: int, factory):
@@ -118,12 +140,12 @@ class Parent:
         self.devnull = devnull
         self.statm = statm
         self.factory = factory
-        self.spare: tuple[int, socket.socket, int] | None = None
-        self.live: dict[int, int] = {}  # pid -> pidfd (running children)
+        self.sel = selectors.DefaultSelector()
         self.zombies: set[int] = set()
 
-    def prefork(self) -> None:
-        """Fork the next child ahead of time; it waits for its candidate on a private socket."""
+    def fork_spare(self) -> None:
+        """Fork a child that waits for its candidate on a private channel, and give the
+        supervisor the other end of that channel."""
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         vmsize = int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
         gc.freeze()
@@ -139,27 +161,23 @@ class Parent:
             finally:
                 os._exit(code)
         b.close()
-        self.spare = (pid, a, os.pidfd_open(pid))
+        pidfd = os.pidfd_open(pid)
+        self.sel.register(pidfd, selectors.EVENT_READ, pid)
+        try:
+            _proto.send(self.sock, {"spare": pid}, [a.fileno()])
+        finally:
+            a.close()
 
     def loop(self) -> None:
-        self.prefork()
-        sel = selectors.DefaultSelector()
-        sel.register(self.sock, selectors.EVENT_READ, None)
-        sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+        self.sel.register(self.sock, selectors.EVENT_READ, None)
+        for _ in range(self.POOL):
+            self.fork_spare()
         while True:
-            for key, _ in sel.select():
-                if key.data is not None:  # a child exited
+            for key, _ in self.sel.select():
+                if key.data is not None:  # a child exited (it stays a zombie until "reap")
                     pid = key.data
-                    sel.unregister(key.fd)
+                    self.sel.unregister(key.fd)
                     os.close(key.fd)
-                    self.live.pop(pid, None)
-                    if self.spare and self.spare[0] == pid:  # the spare died idle: replace it
-                        self.spare[1].close()
-                        self.spare = None
-                        os.waitpid(pid, 0)
-                        self.prefork()
-                        sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
-                        continue
                     st = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT | os.WNOHANG)
                     ex = {"code": None, "signal": None}
                     if st is not None:
@@ -171,36 +189,19 @@ class Parent:
                     _proto.send(self.sock, {"exit": ex, "pid": pid})
                     continue
                 msg, fds = _proto.recv(self.sock)
+                for fd in fds:
+                    os.close(fd)
                 if msg is None:
                     return
                 op = msg.get("op")
                 if op == "reap":
                     pid = int(msg.get("pid", -1))
-                    if pid in self.zombies:  # never reap before the supervisor says so
+                    if pid in self.zombies:
                         self.zombies.discard(pid)
                         os.waitpid(pid, 0)
-                    continue
-                if op != "run" or len(fds) != 3:
-                    for fd in fds:
-                        os.close(fd)
-                    continue
-                if self.spare is None:
-                    self.prefork()
-                    sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
-                pid, a, pidfd = self.spare
-                self.spare = None
-                try:
-                    _proto.send(a, msg, fds)
-                except OSError:
-                    pass  # the child is gone: its exit is reported through its pidfd
-                for fd in fds:
-                    os.close(fd)
-                a.close()
-                self.live[pid] = pidfd
-                _proto.send(self.sock, {"pid": pid})
-                # the next candidate's child is forked while this one runs
-                self.prefork()
-                sel.register(self.spare[2], selectors.EVENT_READ, self.spare[0])
+                elif op == "used":  # a spare got its candidate: fork its replacement
+                    del msg
+                    self.fork_spare()
 
 
 def main(ctrl_fd: int) -> None:
@@ -225,7 +226,8 @@ def main(ctrl_fd: int) -> None:
             pass
         _warm_up(int(cfg["threads"]))
         layers = {"process": True}
-        ns = osl.enter_namespaces()
+        off = set(cfg.get("disable", ()))
+        ns = osl.enter_namespaces() if not off & {"userns", "netns", "ipcns"} else {}
         layers["userns"] = bool(ns.get("userns"))
         layers["netns"] = bool(ns.get("netns")) and osl.loopback_isolated()
         layers["ipcns"] = bool(ns.get("ipcns"))
@@ -240,14 +242,14 @@ def main(ctrl_fd: int) -> None:
         layers["landlock"] = layers["landlock_net"] = layers["landlock_scope"] = False
         n_threads = len(os.listdir("/proc/self/task"))
         ruleset_fd = None
-        if abi >= 1 and layers["no_new_privs"] and n_threads == 1:
+        if abi >= 1 and layers["no_new_privs"] and n_threads == 1 and not off & {"landlock", "landlock_net", "landlock_scope"}:
             ruleset_fd, info = osl.landlock_ruleset(rpaths, abi)  # the children's own layer
             osl.landlock_restrict(rpaths, abi)
             layers["landlock"] = True
             layers["landlock_net"] = info["net"]
             layers["landlock_scope"] = info["scope"]
         layers["seccomp"] = False
-        if osl.NR and layers["no_new_privs"]:
+        if osl.NR and layers["no_new_privs"] and "seccomp" not in off:
             try:
                 osl.install_seccomp(child=False)
                 layers["seccomp"] = True
@@ -306,6 +308,7 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
     if msg is None or len(fds) != 3:
         return 0
     t0 = time.perf_counter()
+    t_mono0 = time.monotonic()
     out_w, st_w, res_fd = fds
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
@@ -340,8 +343,12 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         _send_status(st_w, {"status": "unavailable", "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")})
         return 0
     t_setup = time.perf_counter()
-    status = run_candidate(msg, par, res_fd)
-    status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3}
+    try:
+        status = run_candidate(msg, par, res_fd)
+    except BaseException as e:  # e.g. MemoryError while building the report
+        status = {"status": "error", "etype": type(e).__name__, "message": _cap(str(e), 500)}
+    status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3,
+                         "t_recv": t_mono0, "t_done": time.monotonic()}
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -388,7 +395,9 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
             s += f"\n... [{env.truncated} more characters of output dropped]"
         return s
 
-    def violation_result(extra: str = "") -> dict:
+    def violation_result(extra: str = "", exc: BaseException | None = None) -> dict:
+        if not env.violations:
+            env.violations.append(_cap(str(exc), 300))
         v = env.violations[0]
         n = len(env.violations)
         return {"status": "rejected", "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
@@ -410,8 +419,8 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
             if reason:
                 return {"status": "rejected", "reason": reason, "stdout": printed()}
             write_tensor(res_fd, r, int(offsets[i]))
-    except PolicyViolation:
-        return violation_result()
+    except PolicyViolation as e:
+        return violation_result(exc=e)
     except BaseException as e:  # the candidate's own exception, reported as data
         if env.violations:
             return violation_result(" (caught by the candidate)")

@@ -18,16 +18,25 @@ The contract (changing any of it changes every stored hash):
 * **An event's hash** is ``content_hash(canonical_json({"prev": prev_hash, "envelope":
   {event_id, run_id, stream_version, type, type_version, occurred_at, source}, "payload":
   payload}))``; ``prev_hash`` is the hash of the run's previous event, ``""`` for its first.
-  :meth:`EventStore.verify` re-derives every hash, link and version from what reads back and
-  names the first broken position; with no run given it also catches deleted rows through
-  holes in ``position`` and ``sqlite_sequence``, and checks every blob against its ref.
+  The stored payload text is hashed as it is (never re-serialized), so any byte edited breaks
+  the hash. :meth:`EventStore.verify` re-derives every hash, link and version from what reads
+  back and names the first broken position; with no run given it also catches deleted rows
+  through holes in ``position`` (an AUTOINCREMENT rowid, never reused) and ``sqlite_sequence``,
+  and checks every blob against its ref (``first_broken`` is then the first event whose
+  payload mentions the blob, or None). Only a comparison of ``heads`` with a copy kept
+  elsewhere can tell a run whose last events were cut off from a shorter run.
 
 **One writer per file.** A writable store on a file holds ``flock(LOCK_EX | LOCK_NB)`` on
-``<path>.lock`` for its lifetime; the file holds ``{pid, host, command, since, writer}``. Any
+``<real path>.lock`` for its lifetime; the file holds ``{pid, host, command, since, writer}``. Any
 other writer, in this process or another, gets :class:`WriterLockedError` naming the holder.
 The kernel releases the lock when the holder dies, even by ``kill -9``. Readers open with
 ``readonly=True`` (``file:...?mode=ro``; no lock, no migrations) and follow a live run by
 calling ``read(after=last_position)`` again.
+
+Appends are atomic (one ``BEGIN IMMEDIATE`` transaction for the rows and the projections) and
+:class:`ConcurrencyError` guards ``expected_version``. Files use WAL with ``synchronous=NORMAL``:
+a committed append survives a crash of the process; a power cut can lose the last commits but
+never corrupts the log.
 
 Example::
 

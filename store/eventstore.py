@@ -345,10 +345,11 @@ class EventStore:
                 except UnicodeEncodeError as exc:
                     where = self._unencodable(run_id, events, payloads)
                     raise InvalidEventError(f"{where} is not valid Unicode: {exc}") from exc
-                row = (position, event_id, run_id, version, e.type, e.type_version, at,
-                       e.source, payload_json, prev, h)  # fmt: skip
-                rows.append(row)
-                stored.append(_event_from_row(row))
+                rows.append((position, event_id, run_id, version, e.type, e.type_version, at,
+                             e.source, payload_json, prev, h))  # fmt: skip
+                stored.append(StoredEvent(position, event_id, run_id, version, e.type,
+                                          e.type_version, at, e.source, _loads(payload_json),
+                                          prev, h))  # fmt: skip
                 prev = h
             self._insert_events(conn, rows)
             self._project(conn, stored)

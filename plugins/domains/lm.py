@@ -302,7 +302,7 @@ class LMDomain(Domain):
             try:
                 merged = _run_function(fn, self.base, self.task_vectors, self.mergeable)
             except _MergeFailure as exc:
-                return MergeOutcome("error", str(exc), duration_ms=(time.perf_counter() - t0) * 1000)
+                return MergeOutcome(exc.status, str(exc), duration_ms=(time.perf_counter() - t0) * 1000)
             model = self._memory_handle(merged, label=getattr(fn, "__name__", "function"))
             if out_dir is not None:
                 model.save(out_dir, self.out_shard_bytes)
@@ -404,7 +404,11 @@ class LMDomain(Domain):
 
 # ---------------------------------------------------------------------- runners
 class _MergeFailure(Exception):
-    pass
+    """``status`` follows the sandbox: ``error`` (raised) or ``rejected`` (invalid result)."""
+
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 def check_result(name: str, value: Any, base) -> str | None:
@@ -428,10 +432,10 @@ def _run_function(fn, base: dict, tvs: dict, names: list[str]) -> dict:
         try:
             value = fn({e: tv[n].clone() for e, tv in tvs.items()}, base[n].clone(), n)
         except Exception as exc:  # a trusted function can still be buggy
-            raise _MergeFailure(f"{type(exc).__name__} at {n!r}: {exc}") from None
+            raise _MergeFailure("error", f"{type(exc).__name__} at {n!r}: {exc}") from None
         problem = check_result(n, value, base[n])
         if problem:
-            raise _MergeFailure(problem)
+            raise _MergeFailure("rejected", problem)
         merged[n] = value
     return merged
 
@@ -444,7 +448,7 @@ class _FunctionRunner:
         try:
             return "ok", None, _run_function(self.fn, base, tvs, names), ""
         except _MergeFailure as exc:
-            return "error", str(exc), None, ""
+            return exc.status, str(exc), None, ""
 
 
 class _SandboxRunner:

@@ -125,7 +125,15 @@ def _cached_model(source: Path, device: str, dtype: Any):
             if dtype is not None:
                 kwargs["dtype"] = dtype if not isinstance(dtype, str) or dtype == "auto" \
                     else getattr(torch, dtype)
-            model = AutoModelForCausalLM.from_pretrained(key[0], **kwargs)
+            from transformers.utils import logging as hf_logging
+
+            bars = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                model = AutoModelForCausalLM.from_pretrained(key[0], **kwargs)
+            finally:
+                if bars:
+                    hf_logging.enable_progress_bar()
             model.to(device)
             model.eval()
             while len(_model_cache) >= MAX_CACHED_MODELS:

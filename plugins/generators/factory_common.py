@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -173,6 +174,34 @@ def load_tokenizer(path: Path) -> Any:
     return tok
 
 
+@contextmanager
+def quiet_hf():
+    """Silence transformers/datasets progress bars and info logs (the console draws its own)."""
+    import transformers
+
+    hf_log = transformers.utils.logging
+    verbosity = hf_log.get_verbosity()
+    bars = hf_log.is_progress_bar_enabled()
+    ds_bars = None
+    try:
+        import datasets
+
+        ds_bars = datasets.utils.logging.is_progress_bar_enabled()
+        datasets.utils.logging.disable_progress_bar()
+    except ImportError:
+        datasets = None  # type: ignore[assignment]
+    hf_log.set_verbosity_error()
+    hf_log.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_log.set_verbosity(verbosity)
+        if bars:
+            hf_log.enable_progress_bar()
+        if datasets is not None and ds_bars:
+            datasets.utils.logging.enable_progress_bar()
+
+
 def torch_dtype(name: str | None) -> Any:
     import torch
 
@@ -200,12 +229,21 @@ def load_factory(path: Path | str, *, device: str = "cpu", dtype: str | None = N
     For sampling (``trainable=False``) an adapter is merged into the weights (faster); for
     training it stays a ``PeftModel`` whose adapter is trainable.
     """
-    from transformers import AutoModelForCausalLM
-
     path = Path(path)
     manifest = read_manifest(path)
     tok = load_tokenizer(path)
     kwargs: dict[str, Any] = {"dtype": torch_dtype(dtype)}
+    with quiet_hf():
+        model, adapter = _load_model(path, kwargs, trainable, merge_adapter)
+    model.to(device)
+    if not trainable:
+        model.eval()
+    return LoadedFactory(path=path, model=model, tokenizer=tok, manifest=manifest, adapter=adapter)
+
+
+def _load_model(path: Path, kwargs: dict[str, Any], trainable: bool, merge_adapter: bool) -> Any:
+    from transformers import AutoModelForCausalLM
+
     if is_adapter(path):
         from peft import PeftModel
 
@@ -217,10 +255,7 @@ def load_factory(path: Path | str, *, device: str = "cpu", dtype: str | None = N
     else:
         model = AutoModelForCausalLM.from_pretrained(str(path), **kwargs)
         adapter = False
-    model.to(device)
-    if not trainable:
-        model.eval()
-    return LoadedFactory(path=path, model=model, tokenizer=tok, manifest=manifest, adapter=adapter)
+    return model, adapter
 
 
 # --------------------------------------------------------------------------------------------

@@ -47,15 +47,15 @@ BUILD_VERSION = 1
 class TinySpec:
     """Everything that determines a tiny factory (its cache key)."""
 
-    corpus_size: int = 6000
+    corpus_size: int = 4000
     corpus_seed: int = 0
-    vocab_size: int = 1024
-    hidden_size: int = 256
+    vocab_size: int = 2048
+    hidden_size: int = 192
     layers: int = 4
-    heads: int = 4
-    intermediate_size: int = 704
-    max_length: int = 640           # programs longer than this (in tokens) are left out
-    steps: int = 500
+    heads: int = 3
+    intermediate_size: int = 512
+    max_length: int = 320           # programs longer than this (in tokens) are left out
+    steps: int = 400
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup: int = 30
@@ -207,7 +207,7 @@ def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: A
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             tokens_seen += int(mask.sum())
             if task:
                 task.advance()
@@ -220,8 +220,9 @@ def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: A
                                                eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id)
     dest.mkdir(parents=True)
-    model.save_pretrained(str(dest))
-    tok.save_pretrained(str(dest))
+    with fc.quiet_hf():
+        model.save_pretrained(str(dest))
+        tok.save_pretrained(str(dest))
     tail = losses[-max(1, len(losses) // 10):]
     report = {
         "spec": asdict(spec),
@@ -297,9 +298,9 @@ class TinyGenerator(fc.LocalModelGenerator, Generator):
     name = "tiny"
 
     def __init__(self, ctx: Context, *, size: str = "default", steps: int | None = None,
-                 corpus_size: int | None = None, max_new_tokens: int = 640, top_p: float = 1.0,
+                 corpus_size: int | None = None, max_new_tokens: int = 400, top_p: float = 1.0,
                  top_k: int = 0, batch_size: int = 50, threads: int = 0,
-                 cache_implementation: str = "static") -> None:
+                 cache_implementation: str = "dynamic") -> None:
         Generator.__init__(self, ctx)
         kind = "generator"
         spec_for(size)

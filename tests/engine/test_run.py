@@ -77,7 +77,7 @@ def test_bad_candidates_are_recorded_and_the_run_goes_on(db_path, scripted):
         assert by_index[2].execution == "error" and "boom" in by_index[2].reason
         assert by_index[3].execution == "rejected" and "shape" in by_index[3].reason
         assert by_index[4].execution == "rejected" and "finite" in by_index[4].reason.lower()
-        assert by_index[5].screen == "rejected" and "os" in by_index[5].reason
+        assert by_index[5].screen == "rejected" and "not allowed" in by_index[5].reason
         assert by_index[6].screen == "duplicate" and by_index[6].duplicate_of == by_index[0].candidate_id
         assert state.finished is not None
         assert store.verify().ok

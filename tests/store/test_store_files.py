@@ -220,3 +220,16 @@ def test_store_imports_nothing_else_from_the_repository():
                 continue
             for name in names:
                 assert name.split(".")[0] in allowed, f"{path.name} imports {name}"
+
+
+def test_readonly_verify_finds_an_edit_made_by_another_connection(db_path):
+    with EventStore(db_path) as es:
+        es.append("r", [NewEvent("thing.happened", {"n": i}) for i in range(5)])
+    raw = sqlite3.connect(db_path)
+    raw.execute("DROP TRIGGER events_no_update")
+    raw.execute("UPDATE events SET payload = '{\"n\":99}' WHERE position = 4")
+    raw.commit()
+    raw.close()
+    with EventStore(db_path, readonly=True) as reader:
+        result = reader.verify()
+    assert not result.ok and result.first_broken == 4 and result.checked == 5

@@ -55,9 +55,11 @@ def engine_can_run() -> str | None:
     return None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_db(tmp_path_factory) -> tuple[Path, str, str]:
-    """(database, run id, "real" | "synthetic"): one finished run, made once per module."""
+    """(database, run id, "real" | "synthetic"): one finished run of the real engine (digits +
+    grammar, 2 iterations × 12 candidates), made once for all TUI tests (a real run takes
+    15-25 s here). Falls back to a synthetic run when the engine cannot run."""
     path = tmp_path_factory.mktemp("tui-run") / "runs.db"
     why = engine_can_run()
     if why is None:
@@ -74,7 +76,7 @@ def run_db(tmp_path_factory) -> tuple[Path, str, str]:
     return path, run_id, "synthetic"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> tuple[Path, list[str]]:
     """A deterministic database (fixed ids and times) with a finished, a crashed and a failed
     run: what the snapshot tests draw."""

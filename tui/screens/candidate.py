@@ -52,7 +52,9 @@ class CandidateScreen(Screen):
         self.candidate_id = candidate_id
         self.active = "code"
         self.other: str | None = None  # diff target; None = the best
+        self.diff_against: str | None = None
         self._texts: dict[str, str] = {}
+        self.shown: dict[str, str] = {}  # view -> the plain text it shows (tests read it)
 
     def compose(self) -> ComposeResult:
         yield Static(id="cand-title")
@@ -113,14 +115,18 @@ class CandidateScreen(Screen):
         self.query_one("#cand-title", Static).update(
             f"candidate {c.candidate_id} · iteration {c.iteration} · #{c.index} · {c.status} · "
             f"{rank_text} · as of event {self.run_screen.cursor:,}")
-        self.query_one("#cand-info", Static).update(self._info(c))
+        info = self._info(c)
+        self.query_one("#cand-info", Static).update(info)
         code = self._text(c.code)
         self.query_one("#cand-code", Static).update(
             Syntax(code, "python", line_numbers=True, word_wrap=False, theme="ansi_dark")
             if code is not None else Text("(no code: the completion held no merge_models)"))
-        self.query_one("#cand-completion", Static).update(
-            Text(self._text(c.completion) or "(no completion recorded)"))
-        self.query_one("#cand-output", Static).update(self._output(c))
+        completion = self._text(c.completion) or "(no completion recorded)"
+        self.query_one("#cand-completion", Static).update(Text(completion))
+        output = self._output(c)
+        self.query_one("#cand-output", Static).update(output)
+        self.shown.update(info=info.plain, code=code or "", completion=completion,
+                          output=output.plain)
         self._show_diff(state, c, ranked)
         self._show_tabs()
 
@@ -164,19 +170,22 @@ class CandidateScreen(Screen):
         target_id = self.diff_target(ranked)
         box = self.query_one("#cand-diff", Static)
         mine = self._text(c.code)
+        self.diff_against = target_id
         if target_id is None:
-            box.update(Text("nothing to diff against yet (no other scored candidate with code)"))
+            self.shown["diff"] = "nothing to diff against yet (no other scored candidate with code)"
+            box.update(Text(self.shown["diff"]))
             return
         other = state.candidates.get(target_id)
         theirs = self._text(other.code) if other is not None else None
         if mine is None or theirs is None:
-            box.update(Text(f"no code to compare ({c.candidate_id} or {target_id} has none)"))
+            self.shown["diff"] = f"no code to compare ({c.candidate_id} or {target_id} has none)"
+            box.update(Text(self.shown["diff"]))
             return
         label = "best" if self.other is None else "chosen"
         diff = unified_diff(theirs, mine, f"{target_id} ({label}, dev {fmt_score(other.dev)})",
                             f"{c.candidate_id} (dev {fmt_score(c.dev)})")
         box.update(Syntax(diff, "diff", theme="ansi_dark", word_wrap=False))
-        self.diff_against = target_id
+        self.shown["diff"] = diff
 
     def _show_tabs(self) -> None:
         state, c, ranked = self._state()

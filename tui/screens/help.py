@@ -50,11 +50,14 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("where", style="bold")
         table.add_column("keys")
         table.add_column("does")
+        self.rows: list[tuple[str, str, str]] = []
         for group, bindings in binding_groups():
             first = True
             for b in bindings:
-                table.add_row(group if first else "", key_names(b),
-                              b.tooltip or b.description or b.action)
+                row = (group if first else "", key_names(b),
+                       b.tooltip or b.description or b.action)
+                table.add_row(*row)
+                self.rows.append(row)
                 first = False
         notes = ("\nThe playhead is the number of events folded (with the engine's own fold). "
                  "Statuses, verdicts and audit results are spelled out in words; colour only "

@@ -110,6 +110,7 @@ class RunScreen(Screen):
         self._iter_at = -1
         self._plot_time = 0.0
         self._plot_timer: Any = None
+        self._load_timer: Any = None
         self._marks: list[int] = []
         self._marks_n = 0
         self._filtered_n = -1
@@ -215,6 +216,15 @@ class RunScreen(Screen):
             gc.freeze()  # the loaded run is long-lived: keep it out of later collections
 
     def on_events_loaded(self, message: EventsLoaded) -> None:
+        if message.done or self.first_paint is None:
+            self.request_refresh()
+            return
+        # while a big run loads, redraw a few times a second, not once per page
+        if self._load_timer is None:
+            self._load_timer = self.set_timer(0.5, self._load_redraw)
+
+    def _load_redraw(self) -> None:
+        self._load_timer = None
         self.request_refresh()
 
     # -- the playhead ----------------------------------------------------------------------
@@ -366,7 +376,7 @@ class RunScreen(Screen):
         parts = [self.run_id, self._status_text(n), f"head {head_short}", f"audit {self.audit}"]
         if what:
             parts.append(what)
-        self.query_one("#run-title", Static).update(" · ".join(parts))
+        self._label("#run-title", " · ".join(parts))
 
     def _draw_timeline(self, state: Any, k: int, n: int) -> None:
         index = self.replay.index
@@ -389,16 +399,29 @@ class RunScreen(Screen):
 
     def _draw_leaderboard(self, state: Any, k: int, n: int) -> None:
         changed = self._changed("leaderboard", k)
-        if changed is not None and "candidate.evaluated" not in changed:
-            self._drawn["leaderboard"] = k
-            return
         board = self.query_one(Leaderboard)
-        scored = board.show_state(state)
+        if changed is None:
+            scored = board.show_state(state)
+        else:
+            drawn = self._drawn["leaderboard"]
+            index = self.replay.index
+            lo, hi = min(drawn, k), max(drawn, k)
+            cids = [index.cids[i] for i in range(lo, hi)
+                    if index.types[i] == "candidate.evaluated" and index.cids[i]]
+            scored = board.show_state(state, cids) if cids else len(board.ranking)
         shown = len(board._rows)
         more = f" (top {shown} shown)" if shown < scored else ""
-        self.query_one("#leaderboard-label", Static).update(
-            f"leaderboard as of event {k:,} · {scored:,} scored{more} · enter: open candidate")
+        self._label("#leaderboard-label",
+                    f"leaderboard as of event {k:,} · {scored:,} scored{more} · "
+                    "enter: open candidate")
         self._drawn["leaderboard"] = k
+
+    def _label(self, selector: str, text: str) -> None:
+        """Update a one-line label (no relayout: its size never changes)."""
+        widget = self.query_one(selector, Static)
+        if getattr(widget, "_text", None) != text:
+            widget._text = text
+            widget.update(text, layout=False)
 
     def _iteration_stats(self, state: Any, k: int) -> list[dict[str, Any]]:
         if self._iter_at >= 0 and abs(k - self._iter_at) <= DELTA_SCAN and not self._full:
@@ -420,10 +443,12 @@ class RunScreen(Screen):
         self.query_one(IterationTable).show_stats(stats)
         it = iteration_of(self._marks, k)
         current = next((s for s in stats if s["iteration"] == it), None)
-        self.query_one("#iteration-detail", Static).update(
-            iteration_detail(current) if current else "no iteration has started yet")
-        self.query_one("#iterations-label", Static).update(
-            f"iterations as of event {k:,} · {len(stats)} started")
+        detail = iteration_detail(current) if current else "no iteration has started yet"
+        box = self.query_one("#iteration-detail", Static)
+        if getattr(box, "_text", None) != detail:
+            box._text = detail
+            box.update(detail)
+        self._label("#iterations-label", f"iterations as of event {k:,} · {len(stats)} started")
         self._drawn["iterations"] = k
 
     def _draw_plot(self, state: Any, k: int, n: int) -> None:
@@ -439,8 +464,8 @@ class RunScreen(Screen):
         self._plot_time = now
         legend = self.query_one(ScorePlot).show_state(state)
         self.query_one("#plot-legend", Static).update(legend)
-        self.query_one("#plot-label", Static).update(
-            f"dev scores as of event {k:,} (x: iteration, candidates in order)")
+        self._label("#plot-label",
+                    f"dev scores as of event {k:,} (x: iteration, candidates in order)")
         self._drawn["plot"] = k
 
     def _plot_later(self) -> None:
@@ -469,8 +494,8 @@ class RunScreen(Screen):
         if len(kinds) > 40:
             kinds = f"{len(self.type_filter or ())} types"
         search = f" · search “{self.search}”" if self.search else ""
-        self.query_one("#events-label", Static).update(
-            f"{len(rows):,} of {n:,} events · {kinds}{search} · ▶ playhead · enter: move it here")
+        self._label("#events-label", f"{len(rows):,} of {n:,} events · {kinds}{search} · "
+                    "▶ playhead · enter: move it here")
 
     # -- panes, filters, candidates --------------------------------------------------------
 
@@ -534,8 +559,9 @@ class RunScreen(Screen):
 
     @on(DataTable.RowSelected, "#leaderboard")
     def _row_selected(self, message: DataTable.RowSelected) -> None:
-        if message.row_key.value:
-            self.open_candidate(str(message.row_key.value))
+        cid = self.query_one(Leaderboard).candidate_at(str(message.row_key.value))
+        if cid:
+            self.open_candidate(cid)
 
     @on(OpenCandidate)
     def _open(self, message: OpenCandidate) -> None:

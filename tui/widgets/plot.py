@@ -11,9 +11,9 @@ from engine.state import RunState
 #: one marker per iteration (cycled), so iterations differ by shape, not only by colour
 ITER_MARKERS = ("•", "+", "x", "o", "*", "^")
 #: reference lines: (label, marker)
-BASELINE_MARKERS = {"seed": "-", "best expert": "~", "best TA": "=", "best TIES": ":",
-                    "best DARE": "'", "best DARE-TIES": '"', "best Model Stock": "`",
-                    "best SLERP": ","}
+BASELINE_MARKERS = {"seed": "-", "best expert": "~", "best TA": "=", "best TIES": ":"}
+#: reference lines drawn (the paper's baselines); other swept methods are named in the legend
+DRAWN = set(BASELINE_MARKERS)
 
 
 def baseline_lines(state: RunState) -> list[tuple[str, float]]:
@@ -33,7 +33,7 @@ def baseline_lines(state: RunState) -> list[tuple[str, float]]:
         else:
             continue
         groups[name] = max(groups.get(name, b.dev), b.dev)
-    order = list(BASELINE_MARKERS)
+    order = list(BASELINE_MARKERS) + list(SWEPT.values())
     return sorted(groups.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else 99)
 
 
@@ -115,10 +115,16 @@ class ScorePlot(PlotextPlot):
             by.append(best)
             plt.plot(bx, by, marker="braille")
             legend.append(f"⠒ best so far {best:.2f}")
+        also = []
         for name, value in lines:
-            marker = BASELINE_MARKERS.get(name, "-")
+            if name not in DRAWN:
+                also.append(f"{name} {value:.2f}")
+                continue
+            marker = BASELINE_MARKERS[name]
             plt.plot([x0, x1], [value, value], marker=marker)
             legend.append(f"{marker} {name} {value:.2f}")
+        if also:
+            legend.append("(not drawn: " + ", ".join(also) + ")")
         if not its and not lines:
             plt.title("no scores yet")
         self.legend = "  ".join(legend)

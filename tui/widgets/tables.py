@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import heapq
-from typing import Any
+from bisect import bisect_left, insort
+from typing import Any, Iterable
 
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from engine.state import CandidateState, RunState
 from tui.data import fmt_score
 
 #: rows the leaderboard shows (the header says how many are scored in all)
-LEADERBOARD_ROWS = 200
+LEADERBOARD_ROWS = 100
 
 
 def top_candidates(state: RunState, n: int = LEADERBOARD_ROWS) -> list[CandidateState]:
@@ -29,8 +31,42 @@ def _rate(x: Any) -> str:
     return "-" if x is None else f"{x:.0%}"
 
 
+class Ranking:
+    """The scored candidates in ``RunState.ranked()`` order, kept up to date by the
+    candidates that changed instead of re-sorting all of them at every playhead step."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple] = []  # (-dev, iteration, index, candidate_id), ascending
+        self.by_id: dict[str, tuple] = {}
+
+    def rebuild(self, state: RunState) -> None:
+        self.by_id = {c.candidate_id: (-c.dev, c.iteration, c.index, c.candidate_id)
+                      for c in state.candidates.values() if c.dev is not None}
+        self.keys = sorted(self.by_id.values())
+
+    def update(self, state: RunState, candidate_ids: Iterable[str]) -> None:
+        for cid in set(candidate_ids):
+            old = self.by_id.pop(cid, None)
+            if old is not None:
+                del self.keys[bisect_left(self.keys, old)]
+            c = state.candidates.get(cid)
+            if c is not None and c.dev is not None:
+                key = (-c.dev, c.iteration, c.index, cid)
+                insort(self.keys, key)
+                self.by_id[cid] = key
+
+    def top(self, n: int) -> list[str]:
+        return [k[3] for k in self.keys[:n]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
 class Leaderboard(DataTable):
-    """rank, candidate, iteration, status, dev, test, novelty (AST) hash; Enter opens one."""
+    """rank, candidate, iteration, status, dev, test, novelty (AST) hash; Enter opens one.
+
+    Rows are keyed by rank, so a playhead step changes a few cells in place instead of
+    rebuilding the table (which measures every cell again)."""
 
     COLUMNS = (("rank", "#"), ("candidate", "candidate"), ("iteration", "it"),
                ("status", "status"), ("dev", "dev"), ("test", "test"), ("hash", "novelty hash"))
@@ -38,35 +74,55 @@ class Leaderboard(DataTable):
     def __init__(self, *, id: str | None = None) -> None:
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._rows: list[tuple] = []
+        self.ranking = Ranking()
 
     def on_mount(self) -> None:
         for key, label in self.COLUMNS:
             self.add_column(label, key=key)
 
-    def show_state(self, state: RunState) -> int:
-        """Show the top candidates; returns how many are scored in all."""
+    def show_state(self, state: RunState, changed: Iterable[str] | None = None) -> int:
+        """Show the top candidates; ``changed``: the candidates whose scores may have changed
+        since the last call (None: any). Returns how many are scored in all."""
+        if changed is None:
+            self.ranking.rebuild(state)
+        else:
+            self.ranking.update(state, changed)
         rows = []
-        for rank, c in enumerate(top_candidates(state), 1):
+        cands = state.candidates
+        for rank, cid in enumerate(self.ranking.top(LEADERBOARD_ROWS), 1):
+            c = cands[cid]
             rows.append((str(rank), c.candidate_id, str(c.iteration), c.status,
                          fmt_score(c.dev), fmt_score(c.test), (c.ast_hash or "-")[:14]))
-        if rows != self._rows:
-            selected = self.selected_candidate
-            self._rows = rows
-            self.clear()
-            for row in rows:
-                self.add_row(*row, key=row[1])
-            if selected is not None:
-                for i, row in enumerate(rows):
-                    if row[1] == selected:
-                        self.move_cursor(row=i, animate=False, scroll=False)
-                        break
-        return len(rows) if len(rows) < LEADERBOARD_ROWS else scored_count(state)
+        self.set_rows(rows)
+        return len(self.ranking)
+
+    def set_rows(self, rows: list[tuple]) -> None:
+        old = self._rows
+        if rows == old:
+            return
+        keys = [k for k, _ in self.COLUMNS]
+        widths = {c.key.value: c.content_width for c in self.columns.values()}
+        for i in range(min(len(old), len(rows))):
+            if old[i] != rows[i]:
+                for key, before, after in zip(keys, old[i], rows[i]):
+                    if before != after:
+                        grow = len(after) > widths.get(key, 0)
+                        self.update_cell(str(i + 1), key, after, update_width=grow)
+        for i in range(len(rows), len(old)):
+            self.remove_row(str(i + 1))
+        for i in range(len(old), len(rows)):
+            self.add_row(*rows[i], key=str(i + 1))
+        self._rows = rows
 
     @property
     def selected_candidate(self) -> str | None:
         if not self._rows or not (0 <= self.cursor_row < len(self._rows)):
             return None
         return self._rows[self.cursor_row][1]
+
+    def candidate_at(self, row_key: str) -> str | None:
+        i = int(row_key) - 1
+        return self._rows[i][1] if 0 <= i < len(self._rows) else None
 
 
 def loss_and_margin(stats: dict[str, Any]) -> tuple[Any, Any]:
@@ -98,13 +154,18 @@ class IterationTable(DataTable):
                          str(s["scored"]), _rate(s.get("executable_rate")),
                          fmt_score(s.get("best")), fmt_score(s.get("mean")),
                          fmt_score(s.get("pairs")), fmt_score(loss), fmt_score(margin)))
-        if rows != self._rows:
-            self._rows = rows
-            cursor = self.cursor_row
-            self.clear()
-            self.add_rows(rows)
-            if rows:
-                self.move_cursor(row=min(cursor, len(rows) - 1), animate=False)
+        old = self._rows
+        if rows == old:
+            return
+        for i in range(min(len(old), len(rows))):
+            for j, (before, after) in enumerate(zip(old[i], rows[i])):
+                if before != after:
+                    self.update_cell_at(Coordinate(i, j), after, update_width=True)
+        for i in range(len(rows), len(old)):
+            self.remove_row(str(i))
+        for i in range(len(old), len(rows)):
+            self.add_row(*rows[i], key=str(i))
+        self._rows = rows
 
 
 def iteration_detail(s: dict[str, Any]) -> str:

@@ -1,0 +1,233 @@
+"""What the ``dpo`` and ``sft`` optimizers share: loading the policy (full or LoRA), trl training
+arguments that work on a CPU-only machine, reading trl's logs, and writing the new checkpoint.
+
+The traps this module exists for (see research/feasibility.md §3):
+
+* trl's configs default to ``bf16=True`` (a ValueError without a GPU) and
+  ``gradient_checkpointing=True``; both are set explicitly here;
+* trl's default learning rate (1e-6) does not move a tiny model; each optimizer has presets;
+* without an explicit reference model (and without PEFT) ``DPOTrainer`` *reloads the original
+  checkpoint path* as the reference, so iterative DPO silently keeps the first factory as the
+  reference. The optimizers always decide the reference themselves;
+* the tokenizer goes in as ``processing_class``;
+* checkpoints are written under ``ctx.artifacts / "factory"`` (the engine renames them by hash).
+
+Heavy imports (torch, transformers, trl, peft, datasets) stay inside functions.
+"""
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.api import ConfigError, Context, Pair, derive_seed
+from plugins.generators import factory_common as fc
+
+
+@dataclass
+class LoraSettings:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.0
+    target_modules: Any = "all-linear"
+
+    def config(self) -> Any:
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
+
+
+@dataclass
+class Policy:
+    """The model being refined, and where it comes from."""
+
+    source: Path                 # the checkpoint refined
+    initial: Path                # the initial checkpoint it descends from
+    base: Path                   # the full model under it (itself, or the adapter's base)
+    model: Any
+    tokenizer: Any
+    manifest: dict[str, Any]
+    lora: bool                   # training a LoRA adapter (new or continued)
+    continued_adapter: bool = False
+
+
+def resolve(kind: str, name: str, value: Any, preset: dict[str, Any], check: Any) -> Any:
+    """An option: the value given, else the preset's."""
+    if value is None:
+        return preset[name]
+    return check(kind, name, value)
+
+
+def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dtype: str | None,
+                who: str) -> Policy:
+    """Load the policy to train.
+
+    * full fine-tuning of a full checkpoint: the model itself;
+    * LoRA on a full checkpoint: the model (trl wraps it with a fresh adapter from
+      ``peft_config``);
+    * a LoRA checkpoint: base + that adapter, trainable; training continues the same adapter
+      (so a checkpoint stays "one adapter over the initial base"). Full fine-tuning of a LoRA
+      checkpoint merges the adapter first.
+    """
+    checkpoint = fc.check_checkpoint(checkpoint, who)
+    initial = fc.initial_of(checkpoint)
+    if fc.is_adapter(checkpoint):
+        base = fc.adapter_base(checkpoint)
+        if lora is not None:
+            loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
+            return Policy(checkpoint, initial, base, loaded.model, loaded.tokenizer,
+                          loaded.manifest, True, continued_adapter=True)
+        loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=False)
+        loaded.model.train()
+        return Policy(checkpoint, initial, base, loaded.model, loaded.tokenizer, loaded.manifest,
+                      False)
+    loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
+    loaded.model.train()
+    return Policy(checkpoint, initial, checkpoint, loaded.model, loaded.tokenizer,
+                  loaded.manifest, lora is not None)
+
+
+def training_arguments(*, output_dir: str, learning_rate: float, epochs: float, batch_size: int,
+                       grad_accum: int, seed: int, max_length: int, device: str,
+                       extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Keyword arguments shared by ``DPOConfig`` and ``SFTConfig`` (CPU-safe)."""
+    use_cpu = device == "cpu"
+    return {
+        "output_dir": output_dir,
+        "bf16": False, "fp16": False, "use_cpu": use_cpu,
+        "gradient_checkpointing": False,
+        "per_device_train_batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum,
+        "num_train_epochs": epochs,
+        "learning_rate": learning_rate,
+        "lr_scheduler_type": "constant_with_warmup", "warmup_steps": 0,
+        "max_length": max_length,
+        "logging_steps": 1, "save_strategy": "no", "report_to": "none",
+        "dataloader_pin_memory": False, "disable_tqdm": True,
+        "seed": seed % (2 ** 31), "data_seed": seed % (2 ** 31),
+        "remove_unused_columns": True,
+        **(extra or {}),
+    }
+
+
+def silence(trainer: Any) -> Any:
+    """No console printing from the Trainer (selfdev's console draws progress itself)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
+
+
+def step_logs(log_history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [h for h in log_history if "loss" in h and "train_runtime" not in h]
+
+
+def summarise(log_history: list[dict[str, Any]], keys: dict[str, str]) -> dict[str, Any]:
+    """First/last/mean of the logged values, plus the per-step losses (rounded)."""
+    steps = step_logs(log_history)
+    out: dict[str, Any] = {"steps": len(steps)}
+    if not steps:
+        return out
+    losses = [float(h["loss"]) for h in steps]
+    out["loss_first"] = round(losses[0], 5)
+    out["loss_last"] = round(losses[-1], 5)
+    out["loss_mean"] = round(sum(losses) / len(losses), 5)
+    out["losses"] = [round(x, 4) for x in losses[:200]]
+    for logged, name in keys.items():
+        values = [float(h[logged]) for h in steps if logged in h and _finite(h[logged])]
+        if values:
+            out[f"{name}_first"] = round(values[0], 5)
+            out[f"{name}_last"] = round(values[-1], 5)
+            out[f"{name}_mean"] = round(sum(values) / len(values), 5)
+    return out
+
+
+def _finite(x: Any) -> bool:
+    try:
+        return math.isfinite(float(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def new_checkpoint_dir(ctx: Context, optimizer: str, iteration: int) -> Path:
+    """A fresh directory under ``ctx.artifacts/factory`` for the engine to rename by hash."""
+    root = Path(ctx.artifacts) / "factory"
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"tmp-{optimizer}-{iteration}-{derive_seed(ctx.run_id, optimizer, iteration) % 10 ** 8}"
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def save_checkpoint(model: Any, tokenizer: Any, policy: Policy, out: Path, *, optimizer: str,
+                    iteration: int, prompt: fc.PromptFormat, extra: dict[str, Any]) -> None:
+    """Write the refined factory: full weights, or the LoRA adapter (named ``default``)."""
+    from peft import PeftModel
+
+    out.mkdir(parents=True)
+    with fc.quiet_hf():
+        if isinstance(model, PeftModel):
+            for name in list(model.peft_config):
+                if name != "default":
+                    model.delete_adapter(name)
+            model.save_pretrained(str(out))
+            kind = "lora"
+        else:
+            model.save_pretrained(str(out))
+            kind = "full"
+        tokenizer.save_pretrained(str(out))
+    lineage = list(policy.manifest.get("lineage", []))
+    lineage.append({"optimizer": optimizer, "iteration": iteration})
+    data: dict[str, Any] = {"kind": kind, "initial": str(policy.initial), "prompt": prompt.to_dict(),
+                            "lineage": lineage, **extra}
+    if policy.manifest.get("factory"):
+        data["factory"] = policy.manifest["factory"]
+    if kind == "lora":
+        data["base"] = str(policy.base)
+    fc.write_manifest(out, data)
+
+
+@dataclass
+class Workdir:
+    """A scratch directory for trl's ``output_dir`` (nothing is saved there)."""
+
+    path: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="selfdev-trl-")))
+
+    def __enter__(self) -> str:
+        return str(self.path)
+
+    def __exit__(self, *exc: Any) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def unique_pairs(pairs: list[Pair], max_pairs: int, seed: int) -> list[Pair]:
+    """Drop exact duplicates; keep at most ``max_pairs`` (seeded subsample; 0 = all)."""
+    import random
+
+    seen, out = set(), []
+    for p in pairs:
+        key = (p.prompt, p.chosen, p.rejected)
+        if key not in seen and p.chosen != p.rejected:
+            seen.add(key)
+            out.append(p)
+    if max_pairs and len(out) > max_pairs:
+        out = random.Random(seed).sample(out, max_pairs)
+    return out
+
+
+def timer() -> Any:
+    start = time.perf_counter()
+    return lambda: round(time.perf_counter() - start, 3)
+
+
+def check_reference(kind: str, value: Any) -> str:
+    if value not in ("current", "initial"):
+        raise ConfigError(f"config: [{kind}] reference must be \"current\" (the factory being "
+                          f"refined) or \"initial\" (the first factory); got {value!r}")
+    return value

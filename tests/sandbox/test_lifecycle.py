@@ -1,0 +1,86 @@
+"""Start-up, failing closed, doctor, restart after the parent dies, close()."""
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from conftest import make_inputs, src
+
+
+def small():
+    return make_inputs(shapes={"w": (3, 3)}, experts=("a",))
+
+
+def test_doctor_reports_layers():
+    from sandbox import doctor
+    rep = doctor()
+    for k in ("static", "facade", "process", "rlimits", "seccomp", "landlock", "netns"):
+        assert k in rep["layers"]
+    assert rep["default_require"]
+    # on this project's machine kind every default-required layer is available
+    missing = rep["missing_for_default"]
+    if missing:
+        pytest.skip(f"kernel lacks {missing}")
+    assert rep["ok"]
+
+
+@pytest.mark.parametrize("layer", ["landlock", "seccomp", "netns"])
+def test_missing_required_layer_fails_closed(layer):
+    from sandbox import Sandbox, SandboxUnavailable
+    base, tvs = small()
+    with pytest.raises(SandboxUnavailable) as ei:
+        Sandbox(base, tvs, _disable_layers=[layer])
+    assert layer in str(ei.value) and "refusing" in str(ei.value)
+    # explicitly accepting weaker isolation works
+    req = [r for r in ("rlimits", "no_new_privs", "netns", "seccomp", "landlock") if r != layer]
+    with Sandbox(base, tvs, require=req, _disable_layers=[layer]) as sb:
+        assert sb.run(src("return base * 0")).status == "ok"
+
+
+def test_unknown_layer_and_bad_inputs():
+    from sandbox import Sandbox
+    base, tvs = small()
+    with pytest.raises(ValueError):
+        Sandbox(base, tvs, require=["nonsense"])
+    with pytest.raises(ValueError):
+        Sandbox(base, {"a": {"w": torch.zeros(2, 2)}})
+    with pytest.raises(ValueError):
+        Sandbox(base, {"a": {}})
+    with pytest.raises(ValueError):
+        Sandbox(base, tvs, names=["missing"])
+
+
+def test_parent_is_restarted_if_it_dies_and_close_kills_it():
+    from sandbox import Sandbox
+    base, tvs = small()
+    sb = Sandbox(base, tvs)
+    try:
+        assert sb.run(src("return base * 0")).status == "ok"
+        os.kill(sb.parent_pid, signal.SIGKILL)
+        time.sleep(0.2)
+        res = sb.run(src("return base * 0"))
+        if res.status != "ok":  # the death may be noticed mid-run; the next run must work
+            res = sb.run(src("return base * 0"))
+        assert res.status == "ok"
+        pid = sb.parent_pid
+    finally:
+        sb.close()
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with pytest.raises(RuntimeError):
+        sb.run(src("return base"))
+
+
+def test_names_subset_and_timeout_override():
+    from sandbox import Sandbox
+    base, tvs = make_inputs(shapes={"w": (2, 2), "skip": (2,)}, experts=("a", "b"))
+    with Sandbox(base, tvs, names=["w"], timeout=5) as sb:
+        res = sb.run(src("assert name == 'w'\nreturn base * 0"))
+        assert res.status == "ok" and list(res.tensors) == ["w"]
+        t0 = time.monotonic()
+        assert sb.run(src("while True:\n    pass"), timeout=0.5).status == "timeout"
+        assert time.monotonic() - t0 < 3
+        assert sb.run(src("return base * 0")).status == "ok"

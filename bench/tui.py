@@ -10,7 +10,8 @@ measures, headless at ``--size``:
     whole run is folded and its final state drawn (the goal: <= 2 s);
 (c) playhead latency, key press to redrawn frame through Textual's pilot, for one event back
     and forth, one candidate, one iteration, start/end, and random jumps (goal: "without
-    visible lag", i.e. well under 100 ms);
+    visible lag", i.e. well under 100 ms), next to the same measurement for a key that is
+    bound to nothing (what the pilot itself costs), and the fold alone (``Replay.seek``);
 
 and prints each against the baseline. The numbers depend on the machine's load: run it a few
 times on a shared machine.
@@ -93,6 +94,7 @@ async def measure(path: Path, run_id: str, size: tuple[int, int], steps: int) ->
                 samples.append(time.perf_counter() - s)
             return samples
 
+        out["noop"] = await timed(["x"] * (steps // 2))  # unbound: the pilot's own overhead
         out["left"] = await timed(["left"] * steps)
         out["right"] = await timed(["right"] * steps)
         await pilot.press("right_curly_bracket")  # into an iteration's candidates
@@ -164,6 +166,7 @@ def main() -> None:
           f"{'met' if ok_open else 'NOT met'})")
     print(f"    max RSS after load:                     {m['rss_mb']:6.0f} MB")
     print(f"(c) playhead, key press to redrawn frame ({size[0]}x{size[1]}):")
+    print(f"    baseline: an unbound key (pilot only) {stats(m['noop'])}")
     worst = 0.0
     for key, label in (("left", "one event back (left)"), ("right", "one event on (right)"),
                        ("candidate", "one candidate ([ ])"), ("iteration", "one iteration ({ })"),

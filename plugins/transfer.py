@@ -104,6 +104,20 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
+def _evaluator_class(name: str):
+    if name == "gsm8k":
+        from plugins.evaluators.gsm8k import GSM8kEvaluator
+
+        return GSM8kEvaluator
+    if name == "toymath":
+        from plugins.evaluators.toymath import ToyMathEvaluator
+
+        return ToyMathEvaluator
+    from engine.plugins import get_registry  # third-party evaluators
+
+    return get_registry().get("evaluator", name)
+
+
 def _parse_opts(items: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
@@ -125,7 +139,6 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
                  progress=None, db: str | None = None) -> dict[str, Any]:
     """Apply ``algorithms`` to the experts and score everything; returns the table as data."""
     from engine.api import Context, NullProgress, selfdev_home
-    from engine.plugins import get_registry
 
     progress = progress or NullProgress()
     run_id = f"transfer-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -150,8 +163,7 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
     try:
         summary = domain.prepare()
         if evaluator != "none":
-            cls = get_registry().get("evaluator", evaluator)
-            ev = cls(ctx, **(eval_options or {}))
+            ev = _evaluator_class(evaluator)(ctx, **(eval_options or {}))
         split_info = ev.split_info(domain) if ev is not None and hasattr(ev, "split_info") else {}
         split_info.pop("dev_indices", None)
         rec.emit("transfer.started", {"algorithms": {k: v for k, v in codes.items()}, "domain": summary,

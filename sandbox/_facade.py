@@ -332,6 +332,7 @@ def build_env(numel_cap: int):
     tattrs["inf"] = math.inf
     tattrs["nan"] = math.nan
     tattrs["strided"] = torch.strided
+    tattrs["get_num_threads"] = torch.get_num_threads
     tattrs["device"] = lambda d="cpu": torch.device("cpu") if str(d) == "cpu" else (_ for _ in ()).throw(env.violate("torch.device: only 'cpu'"))
     tattrs["manual_seed"] = forbidden("torch.manual_seed", "use g = torch.Generator().manual_seed(seed) and pass generator=g")
     tattrs["seed"] = forbidden("torch.seed", "use a seeded torch.Generator")

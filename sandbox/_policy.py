@@ -7,6 +7,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import re
+import textwrap
 import warnings
 from dataclasses import dataclass
 
@@ -273,15 +274,20 @@ def compile_candidate(code: str, want_hash: bool = True):
     return res, h
 
 
+def screen_and_compile(code: str):
+    """(ScreenResult, restricted code object or None); never executes the candidate."""
+    try:
+        co, h = compile_candidate(code)
+    except _Reject as e:
+        return ScreenResult(False, _cap(str(e)), None), None
+    except Exception as e:  # defensive: a hostile source must never crash the caller
+        return ScreenResult(False, _cap(f"rejected: {type(e).__name__}: {e}"), None), None
+    return ScreenResult(True, None, h), co
+
+
 def screen(code: str) -> ScreenResult:
     """L1 static policy; never executes the candidate."""
-    try:
-        _, h = compile_candidate(code)
-    except _Reject as e:
-        return ScreenResult(False, _cap(str(e)), None)
-    except Exception as e:  # defensive: a hostile source must never crash the caller
-        return ScreenResult(False, _cap(f"rejected: {type(e).__name__}: {e}"), None)
-    return ScreenResult(True, None, h)
+    return screen_and_compile(code)[0]
 
 
 def _cap(s: str, n: int = 500) -> str:
@@ -289,8 +295,32 @@ def _cap(s: str, n: int = 500) -> str:
 
 
 # --------------------------------------------------------------------------- extraction
-_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n(.*?)^[ \t]*\1[ \t]*$", re.M | re.S)
-_OPEN_FENCE = re.compile(r"^[ \t]*(`{3,}|~{3,})[ \t]*([A-Za-z0-9_+.-]*)[^\n]*\n", re.M)
+MAX_COMPLETION_CHARS = 256 * 1024
+_FENCE_OPEN = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})[ \t]*([^`\n]*)$")
+
+
+def _fenced_blocks(text: str) -> list[str]:
+    """Fenced code blocks, in order (linear time; an unterminated last fence counts)."""
+    blocks = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        m = _FENCE_OPEN.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        fence = m.group(1)
+        body = []
+        i += 1
+        while i < len(lines):
+            stripped = lines[i].strip()
+            if stripped and set(stripped) == {fence[0]} and len(stripped) >= len(fence):
+                break
+            body.append(lines[i])
+            i += 1
+        blocks.append("\n".join(body))
+        i += 1
+    return blocks
 
 
 def _defines_merge(src: str) -> bool:
@@ -317,48 +347,41 @@ def _add_imports(src: str) -> str:
                 imported.add(al.asname or al.name)
         elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
             used.add(n.id)
-    pre = [f"import {m}\n" for m in ("math", "torch") if m in used and m not in imported]
-    return "".join(sorted(pre, reverse=True)) + src if pre else src
-
-
-def _dedent_block(src: str) -> str:
-    import textwrap
-    return textwrap.dedent(src)
+    pre = [f"import {m}\n" for m in ("torch", "math") if m in used and m not in imported]
+    return "".join(pre) + src if pre else src
 
 
 def _bare_candidates(text: str):
+    """Code around a bare ``def merge_models`` (no fence): the preceding import/assignment
+    lines, and the longest following stretch that parses."""
     lines = text.splitlines(keepends=True)
     idx = [i for i, ln in enumerate(lines) if re.match(r"^\s*def\s+merge_models\s*\(", ln)]
-    for di in idx[:5]:
-        # start: walk up over import / blank / comment / decorator / simple-assignment lines
+    for di in idx[:3]:
         start = di
         j = di - 1
         while j >= 0 and re.match(r"^(\s*$|\s*#|import\s|from\s+\w|@|[A-Za-z_][A-Za-z0-9_]*\s*=)", lines[j]):
             start = j
             j -= 1
-        # end: largest prefix that parses
-        for end in range(len(lines), di, -1):
-            if end - di > 600:
-                continue
-            src = "".join(lines[start:end])
+        tries = 0
+        for end in range(min(len(lines), di + 400), di, -1):
+            tries += 1
+            if tries > 150:
+                break
+            src = textwrap.dedent("".join(lines[start:end]))
             if _defines_merge(src):
                 yield src
                 break
 
 
 def extract_candidate(text: str) -> str | None:
-    """Pull the first block that defines a parseable ``merge_models`` out of an LLM completion."""
+    """Pull the first block that defines a parseable ``merge_models`` out of an LLM completion:
+    fenced blocks first (in order), then bare code. Returns the source (with ``import
+    torch``/``import math`` added when used but missing), or None."""
     if not isinstance(text, str) or not text:
         return None
-    blocks = []
-    for m in _FENCE.finditer(text):
-        blocks.append(m.group(3))
-    # an unterminated final fence (truncated completion)
-    opens = list(_OPEN_FENCE.finditer(text))
-    if opens and len(opens) % 2 == 1:
-        blocks.append(text[opens[-1].end():])
-    for b in blocks:
-        b = _dedent_block(b)
+    text = text[:MAX_COMPLETION_CHARS].replace("\r\n", "\n")
+    for b in _fenced_blocks(text):
+        b = textwrap.dedent(b)
         if _defines_merge(b):
             return _add_imports(b.strip("\n") + "\n")
         for src in _bare_candidates(b):

@@ -5,7 +5,9 @@ import collections
 import ctypes
 import fcntl
 import json
+import marshal
 import math
+import mmap
 import os
 import select
 import selectors
@@ -21,7 +23,7 @@ from typing import Iterable
 import torch
 
 from sandbox import _proto
-from sandbox._policy import screen
+from sandbox._policy import screen_and_compile
 
 PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 ROOT_DIR = os.path.dirname(PKG_DIR)
@@ -89,10 +91,42 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(buf).cast("B")
 
 
-def _write_all(fd: int, view: memoryview) -> None:
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.mmap.restype = ctypes.c_void_p
+_libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+
+
+class _Unmap:
+    __slots__ = ("addr", "size")
+
+    def __init__(self, addr: int, size: int):
+        self.addr, self.size = addr, size
+
+    def __del__(self):
+        _libc.munmap(self.addr, self.size)
+
+
+def _PrivateMap(fd: int, size: int):
+    """A writable MAP_PRIVATE mapping of ``fd`` as a ctypes buffer that unmaps itself when the
+    last tensor built on it is gone (Python's mmap would keep a duplicate fd open)."""
+    size = max(size, 1)
+    addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+    if addr is None or addr == ctypes.c_void_p(-1).value:
+        raise OSError(ctypes.get_errno(), "mmap of the result buffer failed")
+    buf = type("_ResultBuffer", (ctypes.c_char * size,), {})
+    obj = buf.from_address(addr)
+    obj._owner = _Unmap(addr, size)
+    return obj
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    """One reduction pass: min/max propagate NaN and expose +-inf (much cheaper than
+    materialising isfinite() for 100M-element results)."""
+    if t.is_complex():
+        return bool(torch.isfinite(t).all())
+    lo, hi = torch.aminmax(t)
+    return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
 
 
 def _signame(sig: int) -> str:
@@ -102,11 +136,8 @@ def _signame(sig: int) -> str:
         return f"signal {sig}"
 
 
-_MINIMAL_ENV_KEYS = ()
-
-
 def _minimal_env(threads: int) -> dict:
-    t = str(threads)
+    t = "1"  # the warm parent is single-threaded; each child calls torch.set_num_threads(threads)
     return {"PATH": "/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
             "OMP_NUM_THREADS": t, "MKL_NUM_THREADS": t, "OPENBLAS_NUM_THREADS": t,
             "TORCH_SHOW_CPP_STACKTRACES": "0"}
@@ -159,6 +190,7 @@ class Sandbox:
         self.offsets: list[int] = []
         off = 0
         for _n, dt, shape in self.meta:
+            off = (off + 63) // 64 * 64
             self.offsets.append(off)
             off += math.prod(shape) * dt.itemsize
         self.result_bytes = off
@@ -209,7 +241,8 @@ class Sandbox:
         while True:  # absolute offsets in the header; grow the header slot until it fits
             for ent, r in zip(entries, rel):
                 ent["offset"] = data_start + r
-            hdr = json.dumps({"names": self.names, "experts": self.experts, "tensors": entries}).encode()
+            hdr = json.dumps({"names": self.names, "experts": self.experts, "tensors": entries,
+                              "result_offsets": self.offsets}).encode()
             need = (8 + len(hdr) + 63) // 64 * 64
             if need <= data_start:
                 break
@@ -326,7 +359,7 @@ class Sandbox:
     def run(self, code: str, timeout: float | None = None) -> SandboxResult:
         t0 = time.perf_counter()
         timeout = self.timeout if timeout is None else float(timeout)
-        sr = screen(code) if not self._os_only else None
+        sr, co = screen_and_compile(code) if not self._os_only else (None, None)
         if sr is not None and not sr.ok:
             return SandboxResult("rejected", sr.reason, None, "", (time.perf_counter() - t0) * 1e3,
                                  {"stage": "screen"})
@@ -338,7 +371,10 @@ class Sandbox:
             self._drain_ctl()
             if self._proc is None or self._sock is None:
                 self._restart()
-            res = self._run_locked(code, timeout, t0)
+            # the child gets the code object compiled (with RestrictedPython) right here, so it
+            # does not pay for parsing again; it is marshalled trusted -> untrusted only
+            blob = marshal.dumps(co) if co is not None else code.encode("utf-8", "surrogatepass")
+            res = self._run_locked(blob, co is not None, timeout, t0)
         if sr is not None:
             res.details.setdefault("ast_hash", sr.ast_hash)
         return res
@@ -355,15 +391,23 @@ class Sandbox:
             self._recv_ctl(None)
         return self._spares.popleft()
 
-    def _run_locked(self, code: str, timeout: float, t0: float, attempt: int = 0) -> SandboxResult:
+    def _run_locked(self, blob: bytes, compiled: bool, timeout: float, t0: float,
+                    attempt: int = 0) -> SandboxResult:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         res_fd = os.memfd_create("selfdev-sandbox-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        fds_local = [out_r, st_r, res_fd]
+        # the candidate travels in its own sealed memfd (no size limit on the control packet)
+        code_fd = os.memfd_create("selfdev-sandbox-code", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+        fds_local = [out_r, st_r, res_fd, code_fd]
         try:
             os.ftruncate(res_fd, self.result_bytes)
-            msg = {"op": "run", "code": code, "timeout": timeout, "offsets": self.offsets,
-                   "result_bytes": max(self.result_bytes, 1), "os_only": self._os_only}
+            os.write(code_fd, blob)
+            fcntl.fcntl(code_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK |
+                        fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
+            # "marshal": a code object compiled (with RestrictedPython) by the supervisor's own
+            # screen, marshalled trusted -> untrusted only; the child does not parse again
+            msg = {"op": "run", "timeout": timeout, "result_bytes": max(self.result_bytes, 1),
+                   "os_only": self._os_only, "code_kind": "marshal" if compiled else "source"}
             pid = None
             for _ in range(2 * Parent_POOL + 2):
                 try:
@@ -374,9 +418,9 @@ class Sandbox:
                     os.close(out_w)
                     os.close(st_w)
                     self._restart()
-                    return self._run_locked(code, timeout, t0, attempt + 1)
+                    return self._run_locked(blob, compiled, timeout, t0, attempt + 1)
                 try:
-                    _proto.send(chan, msg, [out_w, st_w, res_fd])
+                    _proto.send(chan, msg, [out_w, st_w, res_fd, code_fd])
                 except OSError:
                     pid = None  # that spare died idle; its exit notice will come
                     continue
@@ -556,14 +600,15 @@ class Sandbox:
                 status_msg = json.loads(st_buf.decode("utf-8"))
                 if not isinstance(status_msg, dict):
                     status_msg = None
-            except (ValueError, UnicodeDecodeError):
+            except Exception:  # ValueError, RecursionError (deeply nested JSON), ...
                 status_msg = None
         stdout = ""
         if status_msg is not None:
             stdout = clean_text(status_msg.get("stdout", "") or "", STDOUT_CAP)
             tm = status_msg.get("timings")
             if isinstance(tm, dict):
-                details["child_timings"] = {k: float(v) for k, v in tm.items() if isinstance(v, (int, float))}
+                details["child_timings"] = {k: float(tm[k]) for k in ("setup_ms", "run_ms")
+                                            if isinstance(tm.get(k), (int, float))}
             if isinstance(status_msg.get("violations"), list):
                 details["violations"] = [clean_text(str(v), 300) for v in status_msg["violations"][:20]]
 
@@ -591,7 +636,11 @@ class Sandbox:
             return result("killed", f"candidate process exited (code {code}) without reporting a result")
         st = status_msg.get("status")
         if st == "unavailable":
-            raise SandboxUnavailable(clean_text(str(status_msg.get("reason")), REASON_CAP))
+            # the child refused to run the candidate because a layer could not be applied
+            # (fail closed). Not raised: a report is untrusted, it must not be able to abort
+            # the caller.
+            details["sandbox_error"] = True
+            return result("killed", "sandbox refused to run the candidate: " + str(status_msg.get("reason")))
         if st == "rejected":
             return result("rejected", str(status_msg.get("reason") or "rejected"))
         if st == "error":
@@ -641,25 +690,25 @@ class Sandbox:
                 pass
 
     def _collect(self, res_fd: int):
+        """Copy the sealed result buffer into private memory and rebuild the tensors."""
         size = os.fstat(res_fd).st_size
         if size != self.result_bytes:
             return None, f"result buffer has {size} bytes; expected {self.result_bytes}"
+        # map the sealed (immutable) buffer copy-on-write: no copy, no fd kept open; the
+        # returned tensors share this private mapping, never anything of the child's
+        mm = _PrivateMap(res_fd, size)
         out: dict[str, torch.Tensor] = {}
         for (name, dt, shape), off in zip(self.meta, self.offsets):
-            t = torch.empty(shape, dtype=torch.uint8 if dt == torch.bool else dt)
-            view = _tensor_bytes(t)
-            done = 0
-            while done < len(view):
-                n = os.preadv(res_fd, [view[done:]], off + done)
-                if n <= 0:
-                    return None, f"result for {name!r} is truncated"
-                done += n
-            if dt == torch.bool:
-                t = t != 0  # never let arbitrary bytes masquerade as bools
-            if (dt.is_floating_point or dt.is_complex) and t.numel():
-                fin = torch.isfinite(t)
-                if not bool(fin.all()):
-                    bad = int((~fin).sum())
-                    return None, f"result for {name!r} has {bad} non-finite value(s) (NaN/inf)"
+            numel = math.prod(shape)
+            if numel == 0:
+                out[name] = torch.zeros(shape, dtype=dt)
+                continue
+            if dt == torch.bool:  # never let arbitrary bytes masquerade as bools
+                t = torch.frombuffer(mm, dtype=torch.uint8, count=numel, offset=off).view(shape) != 0
+            else:
+                t = torch.frombuffer(mm, dtype=dt, count=numel, offset=off).view(shape)
+            if (dt.is_floating_point or dt.is_complex) and not _all_finite(t):
+                bad = int((~torch.isfinite(t)).sum())
+                return None, f"result for {name!r} has {bad} non-finite value(s) (NaN/inf)"
             out[name] = t
         return out, None

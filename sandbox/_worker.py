@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import json
+import marshal
 import math
 import mmap
 import os
@@ -80,6 +81,7 @@ class Inputs:
         hlen = int.from_bytes(self.mm[:8], "little")
         hdr = json.loads(bytes(self.mm[8:8 + hlen]).decode())
         self.names: list[str] = hdr["names"]
+        self.result_offsets: list[int] = hdr["result_offsets"]
         self.experts: list[str] = hdr["experts"]
         self.base: dict[str, torch.Tensor] = {}
         self.tv: dict[str, dict[str, torch.Tensor]] = {e: {} for e in self.experts}
@@ -212,7 +214,9 @@ def main(ctrl_fd: int) -> None:
         return
     try:
         cfg = msg
-        torch.set_num_threads(int(cfg["threads"]))
+        # the parent stays single-threaded (namespaces and Landlock need that, and a parent
+        # that never ran a parallel region is safe to fork); children set their own count
+        torch.set_num_threads(1)
         inputs = Inputs(fds[0])
         os.close(fds[0])
         devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
@@ -224,7 +228,7 @@ def main(ctrl_fd: int) -> None:
             torch.backends.cpu.get_cpu_capability()
         except Exception:
             pass
-        _warm_up(int(cfg["threads"]))
+        _warm_up(1)
         layers = {"process": True}
         off = set(cfg.get("disable", ()))
         ns = osl.enter_namespaces() if not off & {"userns", "netns", "ipcns"} else {}
@@ -270,6 +274,18 @@ def main(ctrl_fd: int) -> None:
 
 
 # ============================================================================ child
+def _read_all(fd: int) -> bytes:
+    size = os.fstat(fd).st_size
+    chunks, done = [], 0
+    while done < size:
+        b = os.pread(fd, size - done, done)
+        if not b:
+            break
+        chunks.append(b)
+        done += len(b)
+    return b"".join(chunks)
+
+
 def _send_status(st_w: int, status: dict) -> None:
     data = json.dumps(status, separators=(",", ":")).encode()
     view = memoryview(data)
@@ -305,11 +321,16 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         msg, fds = _proto.recv(chan)
     except Exception:
         return 73
-    if msg is None or len(fds) != 3:
+    if msg is None or len(fds) != 4:
         return 0
     t0 = time.perf_counter()
     t_mono0 = time.monotonic()
-    out_w, st_w, res_fd = fds
+    out_w, st_w, res_fd, code_fd = fds
+    try:
+        blob = _read_all(code_fd)
+    finally:
+        os.close(code_fd)
+    msg["blob"] = blob
     os.dup2(out_w, 1)
     os.dup2(out_w, 2)
     os.dup2(st_w, 3, inheritable=False)
@@ -332,6 +353,7 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         osl.set_rlimit(resource.RLIMIT_MSGQUEUE, 0)
         # a wall-clock backstop that holds even if the supervisor has gone away
         signal.setitimer(signal.ITIMER_REAL, timeout + 5.0)
+        torch.set_num_threads(threads)  # threads are created lazily, after seccomp, via clone()
         if layers.get("seccomp"):
             osl.install_seccomp(child=True, self_pid=os.getpid())
             applied["seccomp"] = True
@@ -354,10 +376,11 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         sys.stderr.flush()
     except Exception:
         pass
+    # close the output pipe first: when the report arrives the supervisor sees both EOFs at once
+    os.dup2(0, 1)
+    os.dup2(0, 2)
     _send_status(st_w, status)
     os.close(st_w)
-    os.close(1)
-    os.close(2)
     return 0
 
 
@@ -378,13 +401,16 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         # layers hold on their own. Never used for real candidates.
         import builtins
         try:
-            code_obj = compile(msg["code"], "<candidate>", "exec")
+            code_obj = compile(msg["blob"].decode("utf-8", "surrogatepass"), "<candidate>", "exec")
         except SyntaxError as e:
             return {"status": "rejected", "reason": _cap(f"syntax error: {e}")}
         glb = {"__name__": "candidate", "__builtins__": builtins}
     else:
         try:
-            code_obj, _h = compile_candidate(msg["code"], want_hash=False)
+            if msg.get("code_kind") == "marshal":  # compiled by the supervisor's screen (trusted -> here)
+                code_obj = marshal.loads(msg["blob"])
+            else:
+                code_obj, _h = compile_candidate(msg["blob"].decode("utf-8", "surrogatepass"), want_hash=False)
         except _Reject as e:
             return {"status": "rejected", "reason": _cap(str(e))}
         glb = make_globals()
@@ -403,7 +429,7 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         return {"status": "rejected", "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
                 "violations": env.violations, "stdout": printed()}
 
-    offsets = msg["offsets"]
+    offsets = inputs.result_offsets
     try:
         exec(code_obj, glb)
         fn = glb.get("merge_models")

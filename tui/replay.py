@@ -30,6 +30,7 @@ import dataclasses
 import json
 import threading
 from array import array
+from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
@@ -101,7 +102,8 @@ def summarize(type_: str, p: dict[str, Any]) -> str:
     if type_ == "selection.tested":
         return f"top {p.get('k')} scored on test; best by dev {p.get('best_dev')}"
     if type_ == "run.finished":
-        return f"{len(p.get('summary') or [])} rows in the final table"
+        rows = len(p.get('summary') or [])
+        return f"{rows} row{'' if rows == 1 else 's'} in the final table"
     if type_ == "run.failed":
         return f"failed: {p.get('reason')}"
     if type_ == "run.resumed":
@@ -114,7 +116,7 @@ class EventIndex:
     """Parallel columns, one entry per event of the run, in log order."""
 
     __slots__ = ("positions", "types", "times", "sources", "cids", "iters", "texts",
-                 "_cid_iter", "_lower")
+                 "iteration_starts", "_cid_iter", "_lower")
 
     def __init__(self) -> None:
         self.positions = array("q")
@@ -124,6 +126,7 @@ class EventIndex:
         self.cids: list[str | None] = []
         self.iters = array("i")
         self.texts: list[str] = []
+        self.iteration_starts: list[int] = []  # indices of iteration.started events
         self._cid_iter: dict[str, int] = {}
         self._lower: list[str] | None = None
 
@@ -131,28 +134,34 @@ class EventIndex:
         return len(self.positions)
 
     def add(self, events: Iterable[Any]) -> None:
-        intern = _intern
+        interned = _interned
         cid_iter = self._cid_iter
+        positions, types, times, sources = self.positions, self.types, self.times, self.sources
+        cids, iters, texts = self.cids, self.iters, self.texts
         for e in events:
             p = e.payload
-            t = intern(e.type)
+            t = interned.get(e.type) or interned.setdefault(e.type, e.type)
             cid = p.get("candidate_id")
-            if not isinstance(cid, str):
+            if cid.__class__ is not str:
                 cid = None
             it = p.get("iteration")
-            if t == "candidate.generated" and cid is not None and isinstance(it, int):
-                cid_iter[cid] = it
-            elif cid is not None:
-                it = cid_iter.get(cid, 0)
-            if not isinstance(it, int):
+            if cid is not None:
+                if t == "candidate.generated" and it.__class__ is int:
+                    cid_iter[cid] = it
+                else:
+                    it = cid_iter.get(cid, 0)
+            if it.__class__ is not int:
                 it = 0
-            self.positions.append(e.position)
-            self.types.append(t)
-            self.times.append(e.occurred_at)
-            self.sources.append(intern(e.source))
-            self.cids.append(cid)
-            self.iters.append(it)
-            self.texts.append(summarize(t, p))
+            positions.append(e.position)
+            types.append(t)
+            times.append(e.occurred_at)
+            src = e.source
+            sources.append(interned.get(src) or interned.setdefault(src, src))
+            cids.append(cid)
+            iters.append(it)
+            texts.append(summarize(t, p))
+            if t == ITERATION_START:
+                self.iteration_starts.append(len(types) - 1)
         self._lower = None
 
     def search_text(self, i: int) -> str:
@@ -164,15 +173,15 @@ class EventIndex:
                                for j in range(start, len(self.texts)))
         return self._lower[i]
 
-    def filter(self, types: set[str] | None = None, query: str = "") -> list[int]:
-        """Indices of the events whose type is in ``types`` (all if None) and whose text holds
-        ``query`` (case-insensitive)."""
+    def filter(self, types: set[str] | None = None, query: str = "", start: int = 0) -> list[int]:
+        """Indices (from ``start`` on) of the events whose type is in ``types`` (all if None)
+        and whose text holds ``query`` (case-insensitive)."""
         n = len(self.types)
         if types is None:
-            idx: Iterable[int] = range(n)
+            idx: Iterable[int] = range(start, n)
         else:
             ts = self.types
-            idx = [i for i in range(n) if ts[i] in types]
+            idx = [i for i in range(start, n) if ts[i] in types]
         q = query.strip().lower()
         if not q:
             return list(idx)
@@ -187,8 +196,14 @@ class EventIndex:
 _interned: dict[str, str] = {}
 
 
-def _intern(s: str) -> str:
-    return _interned.setdefault(s, s)
+def _copy(record: Any) -> Any:
+    """A shallow copy of a state record (faster than copy.copy for plain dataclasses)."""
+    try:
+        new = object.__new__(record.__class__)
+        new.__dict__.update(record.__dict__)
+        return new
+    except (AttributeError, TypeError):  # a record with __slots__
+        return copy.copy(record)
 
 
 def snapshot(state: RunState) -> RunState:
@@ -307,13 +322,13 @@ class Replay:
             if isinstance(cid, str) and cid not in owned_c:
                 rec = cands.get(cid)
                 if rec is not None:
-                    cands[cid] = copy.copy(rec)
+                    cands[cid] = _copy(rec)
                 owned_c.add(cid)
             it = p.get("iteration")
             if isinstance(it, int) and it not in owned_i:
                 rec = iters.get(it)
                 if rec is not None:
-                    iters[it] = copy.copy(rec)
+                    iters[it] = _copy(rec)
                 owned_i.add(it)
             apply(state, e)
             i += 1
@@ -384,10 +399,10 @@ class Replay:
 
     def iteration_step(self, cursor: int, direction: int) -> int:
         """The cursor at the next (previous) iteration.started, or the end (start)."""
-        types = self.index.types
-        n = len(types)
+        starts = self.index.iteration_starts
+        n = len(self.index)
         if direction > 0:
-            i = self.next_index(cursor - 1, lambda j: types[j] == ITERATION_START, 1)
-            return n if i is None else i + 1
-        i = self.next_index(cursor - 1, lambda j: types[j] == ITERATION_START, -1)
-        return 0 if i is None else i + 1
+            j = bisect_right(starts, cursor - 1)  # first start after the current event
+            return starts[j] + 1 if j < len(starts) else n
+        j = bisect_left(starts, cursor - 1) - 1  # last start before the current event
+        return starts[j] + 1 if j >= 0 else 0

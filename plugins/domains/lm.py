@@ -324,7 +324,8 @@ class LMDomain(Domain):
         if self._sandbox is None:
             from sandbox import Sandbox
 
-            self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
+            self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable),
+                                    memory_mb=_sandbox_memory_mb(self.base, self.task_vectors))
         return self._sandbox
 
     def _merged_root(self) -> Path:
@@ -440,6 +441,14 @@ def _run_function(fn, base: dict, tvs: dict, names: list[str]) -> dict:
     return merged
 
 
+def _sandbox_memory_mb(base: dict, tvs: dict) -> int:
+    """Address-space limit for a candidate child: its inputs (mapped), room for a few
+    tensor-sized temporaries and the result, plus torch itself; at least the sandbox's 4 GiB."""
+    nbytes = sum(t.numel() * t.element_size() for t in base.values())
+    nbytes += sum(t.numel() * t.element_size() for tv in tvs.values() for t in tv.values())
+    return max(4096, int(nbytes * 3 / 2**20) + 2048)
+
+
 class _FunctionRunner:
     def __init__(self, fn) -> None:
         self.fn = fn
@@ -464,7 +473,7 @@ class _SandboxRunner:
         left = self.timeout - (time.perf_counter() - t0)
         if left <= 0:
             return "timeout", f"candidate exceeded {self.timeout:g} s over all tensor groups", None, ""
-        with Sandbox(base, tvs, names=list(names)) as sb:
+        with Sandbox(base, tvs, names=list(names), memory_mb=_sandbox_memory_mb(base, tvs)) as sb:
             res = sb.run(self.code, timeout=left)
         if res.status != "ok":
             return res.status, res.reason, None, res.stdout or ""

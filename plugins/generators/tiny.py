@@ -47,7 +47,7 @@ BUILD_VERSION = 1
 class TinySpec:
     """Everything that determines a tiny factory (its cache key)."""
 
-    corpus_size: int = 4000
+    corpus_size: int = 3000
     corpus_seed: int = 0
     vocab_size: int = 2048
     hidden_size: int = 192
@@ -55,7 +55,7 @@ class TinySpec:
     heads: int = 3
     intermediate_size: int = 512
     max_length: int = 320           # programs longer than this (in tokens) are left out
-    steps: int = 400
+    steps: int = 300
     batch_size: int = 16
     learning_rate: float = 2e-3
     warmup: int = 30
@@ -68,7 +68,7 @@ SIZES: dict[str, TinySpec] = {
     # the test-size factory: builds in well under a minute; a weak but working factory
     "test": TinySpec(corpus_size=800, vocab_size=2048, hidden_size=128, layers=2, heads=2,
                      intermediate_size=352, max_length=320, steps=120, batch_size=16,
-                     learning_rate=3e-3, warmup=10),
+                     learning_rate=5e-3, warmup=8),
 }
 
 
@@ -335,9 +335,31 @@ class TinyGenerator(fc.LocalModelGenerator, Generator):
 # measuring a factory: novelty, static screen, speed (``selfdev factory stats``)
 
 
+def run_candidates(codes: list[str | None], domain: Any, evaluator: Any = None,
+                   timeout: float = 10.0) -> list[tuple[str, float | None]]:
+    """``(status, dev score)`` of each program, run through ``domain.apply`` (the sandbox) and
+    scored by ``evaluator`` on the dev split; ``("unparsed", None)`` where there is no program."""
+    out: list[tuple[str, float | None]] = []
+    for code in codes:
+        if code is None:
+            out.append(("unparsed", None))
+            continue
+        outcome = domain.apply(code, timeout)
+        score = None
+        if outcome.ok and evaluator is not None:
+            score = evaluator.evaluate(domain, outcome.model, "dev").get("score")
+        out.append((outcome.status, score))
+    return out
+
+
 def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: float = 1.2,
-            seed: int = 0, checkpoint: Path | None = None, corpus: list[str] | None = None) -> dict:
-    """Sample ``samples`` completions and report what they are (used by the CLI and the tests)."""
+            seed: int = 0, checkpoint: Path | None = None, corpus: list[str] | None = None,
+            domain: Any = None, evaluator: Any = None) -> dict:
+    """Sample ``samples`` completions and report what they are (used by the CLI and the tests).
+
+    With a ``domain`` (and ``evaluator``), every program also runs in the sandbox: the
+    executable rate and the mean dev score of the executable ones.
+    """
     from plugins.prompting import candidate_code, program_keys, screen_code
 
     prompt = "(the tiny factory does not read the prompt)"
@@ -368,7 +390,18 @@ def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: 
             novel_exact += keys[0] not in corpus_exact
             novel_shape += keys[1] not in corpus_shape
     n = max(1, len(completions))
+    extra: dict[str, Any] = {}
+    if domain is not None:
+        runs = run_candidates([candidate_code(c.text) for c in completions], domain, evaluator)
+        scores = [s for status, s in runs if status == "ok" and s is not None]
+        extra["executable_rate"] = round(sum(status == "ok" for status, _ in runs) / n, 4)
+        if evaluator is not None:
+            extra["mean_dev_score"] = round(sum(scores) / len(scores), 4) if scores else None
+            extra["best_dev_score"] = round(max(scores), 4) if scores else None
+            # every sample counts, a failed one as 0: "how good is a draw from the factory"
+            extra["mean_dev_score_all"] = round(sum(scores) / n, 4)
     return {
+        **extra,
         "samples": len(completions), "temperature": temperature, "seed": seed,
         "parsed_rate": round(parsed / n, 4),
         "screen_pass_rate": round(screened / n, 4),

@@ -270,3 +270,35 @@ def test_hf_generation_is_batch_invariant_and_stops(tmp_path, tiny_llama):
     alone = [hf_generate(model, tok, [p], 12, ["Question:"], batch_size=1)[0] for p in prompts]
     assert together == alone
     assert all(isinstance(t, str) for t in together)
+
+
+def test_gsm8k_evaluator_end_to_end_with_a_tiny_model(tmp_path, tiny_llama):
+    from plugins.evaluators.gsm8k import GSM8kEvaluator, default_gsm8k_dir
+
+    if default_gsm8k_dir() is None:
+        pytest.skip("GSM8k data not found")
+    seed, experts = tiny_llama()
+    ev = GSM8kEvaluator(ctx(tmp_path), shots=2, dev_size=4, test_limit=3, max_new_tokens=6, keep_outputs=True)
+    m = ev.evaluate(None, str(seed), "dev")  # a model directory works as a handle too
+    assert m["n"] == 4 and 0 <= m["score"] <= 100 and set(m) >= {"strict", "flexible", "seconds"}
+    assert len(ev.last_outputs) == 4 and "output" in ev.last_outputs[0]
+    assert ev.evaluate(None, str(seed), "test")["n"] == 3
+
+
+def test_eval_data_option_feeds_the_evaluator(tmp_path, tiny_llama):
+    seed, experts = tiny_llama()
+    data = tmp_path / "data"
+    data.mkdir()
+    for f in ("test.jsonl", "dev.jsonl"):
+        (data / f).write_text('{"question": "Tom has 2 apples. How many apples does Tom have?", '
+                              '"answer": "Tom has 2 apples.\\n#### 2"}\n')
+    dom = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()},
+                   eval_data=str(data))
+    assert dom.eval_spec() == {"test_file": str(data / "test.jsonl"), "dev_file": str(data / "dev.jsonl")}
+    assert LMDomain(ctx(tmp_path), eval_data={"test_file": "x.jsonl", "shots": 0}).eval_spec()["shots"] == 0
+    from plugins.evaluators.gsm8k import GSM8kEvaluator
+
+    ev = GSM8kEvaluator(ctx(tmp_path), shots=0, max_new_tokens=4)
+    assert ev.evaluate(dom, dom.seed_model(), "dev")["n"] == 1
+    assert ev.split_info(dom)["mode"] == "files"
+    dom.close()

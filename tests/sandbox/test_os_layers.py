@@ -425,3 +425,29 @@ except OSError as e:
 """))
     assert raw.run(attack("pass")).status == "ok"
     assert_clean(res, canary)
+
+
+def test_oversized_report_is_rejected(raw, canary):
+    res = raw.run("""
+import os
+def merge_models(task_vectors, base, name):
+    os.write(3, b'[' * (3 << 20))
+    return base * 0
+""")
+    assert res.status == "rejected" and ("too large" in res.reason or "malformed" in res.reason)
+    assert_clean(res, canary)
+
+
+def test_result_buffer_resize_is_contained(raw, canary):
+    res = raw.run("""
+import os
+def merge_models(task_vectors, base, name):
+    try:
+        os.ftruncate(4, 1 << 34)
+    except OSError as e:
+        print('denied', type(e).__name__)
+    os.ftruncate(4, 8)
+    return base * 0
+""")
+    assert res.status in ("rejected", "killed")
+    assert_clean(res, canary)

@@ -150,3 +150,19 @@ def test_extract_none():
     assert extract_candidate("no code here") is None
     assert extract_candidate("```python\nx = 1\n```") is None
     assert extract_candidate("") is None
+
+
+def test_extract_tilde_fence_crlf_and_helpers_kept():
+    text = ("Plan:\r\n~~~python\r\nimport torch\r\n\r\ndef helper(x):\r\n    return x * 2\r\n\r\n"
+            "def merge_models(task_vectors, base, name):\r\n    return helper(sum(task_vectors.values()))\r\n~~~\r\n")
+    got = extract_candidate(text)
+    assert "def helper" in got and screen(got).ok
+
+
+def test_extract_is_fast_on_pathological_completions():
+    import time
+    for text in ["```\n" * 50000, "```python\n" + "x = (\n" * 20000,
+                 "def merge_models(task_vectors, base, name):\n" + "    x = 1 +\n" * 20000, "````\n```\n" * 30000]:
+        t0 = time.perf_counter()
+        assert extract_candidate(text) is None
+        assert time.perf_counter() - t0 < 3

@@ -176,6 +176,13 @@ class TestRunScreen:
             # search narrows further, case-insensitively
             cid = events[evaluated[0]].payload["candidate_id"]
             await pilot.press("slash", *cid.upper())
+            # in the search box the arrow keys edit the text; they do not move the playhead
+            before = screen.cursor
+            await pilot.press("left", "home", "end")
+            from textual.widgets import Input
+
+            box = screen.query_one("#event-search", Input)
+            assert screen.cursor == before and box.cursor_position == len(cid)
             assert log.rows == [i for i in evaluated if events[i].payload["candidate_id"] == cid]
             assert cid.upper() in str(screen.query_one("#events-label").render())
             await pilot.press("enter")  # leaves the search box for the log

@@ -149,6 +149,7 @@ class RunScreen(Screen):
 
     def on_unmount(self) -> None:
         self._stop.set()
+        gc.unfreeze()  # what the loaded run froze can be collected once the screen is gone
 
     @property
     def wide(self) -> bool:
@@ -175,8 +176,9 @@ class RunScreen(Screen):
         gc_was = gc.isenabled()
         gc.disable()  # a full collection per page over a growing heap would double the time
         try:
+            limit = min(1000, self.page_size)  # a small first page: something to draw soon
             while not self._stop.is_set():
-                page = store.read(run_id=self.run_id, after=after, limit=self.page_size)
+                page = store.read(run_id=self.run_id, after=after, limit=limit)
                 if page:
                     with replay.lock:
                         replay.add(page)
@@ -186,7 +188,8 @@ class RunScreen(Screen):
                     self.head = (page[-1].stream_version, page[-1].hash)
                     ended = page[-1].type in ("run.finished", "run.failed")
                     self.live = not ended and writer_holder(self.db_path) is not None
-                    full = len(page) == self.page_size
+                    full = len(page) == limit
+                    limit = self.page_size
                     if not full and not self.loaded:
                         self._loaded_now(gc_was)
                     self.post_message(EventsLoaded(len(replay), self.loaded))
@@ -345,7 +348,10 @@ class RunScreen(Screen):
                 self._marks_n = n
             self._draw_title(state, n)
             self._draw_timeline(state, k, n)
-            for pane, draw in (("leaderboard", self._draw_leaderboard),
+            # while a big run is still loading, only the progress moves: the panes show the
+            # first page's state until the whole run is folded
+            panes = self.loaded or self.first_paint is None
+            for pane, draw in () if not panes else (("leaderboard", self._draw_leaderboard),
                                ("iterations", self._draw_iterations),
                                ("plot", self._draw_plot), ("events", self._draw_events)):
                 if self.visible(pane):
@@ -476,20 +482,24 @@ class RunScreen(Screen):
     def _draw_events(self, state: Any, k: int, n: int) -> None:
         log = self.query_one(EventLog)
         if self._filtered_n != n:
-            self._apply_filter(n)
+            self._apply_filter(n, grown=True)
         log.set_playhead(k - 1)
         self._drawn["events"] = k
 
-    def _apply_filter(self, n: int | None = None) -> None:
+    def _apply_filter(self, n: int | None = None, *, grown: bool = False) -> None:
+        """Filter the event log; ``grown``: only events after the last filtering are new."""
         index = self.replay.index
         n = len(index) if n is None else n
-        if self.type_filter is None and not self.search:
-            rows = list(range(n))
-        else:
-            rows = index.filter(self.type_filter, self.search)
-        self._filtered_n = n
         log = self.query_one(EventLog)
-        log.set_rows(rows)
+        start = self._filtered_n if grown and 0 <= self._filtered_n <= n else 0
+        if self.type_filter is None and not self.search:
+            rows = list(range(start, n))
+        else:
+            rows = index.filter(self.type_filter, self.search, start)
+        if start:
+            rows = log.rows + rows
+        self._filtered_n = n
+        log.set_rows(rows, reset=not start)
         kinds = "all types" if self.type_filter is None else ", ".join(sorted(self.type_filter))
         if len(kinds) > 40:
             kinds = f"{len(self.type_filter or ())} types"

@@ -54,11 +54,15 @@ class EventLog(ScrollView, can_focus=True):
 
     # -- data ------------------------------------------------------------------------------
 
-    def set_rows(self, rows: list[int]) -> None:
+    def set_rows(self, rows: list[int], *, reset: bool = True) -> None:
+        """Show these event indices; ``reset=False`` (more events arrived) keeps the cursor
+        where the user put it."""
         self.rows = rows
         self.virtual_size = Size(self.scrollable_content_region.width, len(rows))
-        self.follow_playhead = True
-        self.sync_to_playhead()
+        if reset:
+            self.follow_playhead = True
+        if self.follow_playhead:
+            self.sync_to_playhead()
         self.refresh()
 
     def set_playhead(self, event_index: int) -> None:

@@ -48,21 +48,21 @@ class Timeline(Widget):
     def render(self) -> Text:
         width = max(4, self.size.width)
         head = self._cell(self.cursor, width) if self.total else -1
-        mark_cells = {self._cell(m, width) for m in self.marks}
-        done = self.get_component_rich_style("timeline--done")
-        todo = self.get_component_rich_style("timeline--todo")
+        cells = ["━"] * max(0, head) + ["─"] * (width - max(0, head))
+        marks = sorted({self._cell(m, width) for m in self.marks} - {head})
+        for x in marks:
+            cells[x] = "┃" if x < head else "│"
+        if head >= 0:
+            cells[head] = "●"
+        bar = Text("".join(cells), no_wrap=True, overflow="crop")
+        if head > 0:
+            bar.stylize(self.get_component_rich_style("timeline--done"), 0, head)
+        bar.stylize(self.get_component_rich_style("timeline--todo"), max(0, head + 1), width)
         mark = self.get_component_rich_style("timeline--mark")
-        headst = self.get_component_rich_style("timeline--head")
-        bar = Text(no_wrap=True, overflow="crop")
-        for x in range(width):
-            if x == head:
-                bar.append("●", headst)
-            elif x in mark_cells:
-                bar.append("┃" if x < head else "│", mark)
-            elif x < head:
-                bar.append("━", done)
-            else:
-                bar.append("─", todo)
+        for x in marks:
+            bar.stylize(mark, x, x + 1)
+        if head >= 0:
+            bar.stylize(self.get_component_rich_style("timeline--head"), head, head + 1)
         line = Text(self.info, no_wrap=True, overflow="ellipsis")
         return Text("\n").join([bar, line])
 

@@ -1,0 +1,153 @@
+"""The ``vllm`` generator: the same factory as ``hf``, served in-process by vLLM on a GPU.
+
+Optional: ``pip install 'selfdev[vllm]'`` on a CUDA machine. Without vLLM the generator stops
+the run with a one-line message before any work is done.
+
+The engine is started once, on the initial checkpoint's base model, with LoRA enabled. Each
+iteration's checkpoint is applied as follows:
+
+* a LoRA adapter checkpoint (``dpo``/``sft`` with ``lora = true``, the paper's setting) is
+  loaded per request as a ``LoRARequest`` (no restart);
+* a full-weights checkpoint (full fine-tuning) restarts the engine on that directory.
+
+Every completion is its own request with its own seed (``derive_seed(seed, prompt_index, i)``),
+so completion ``i`` does not depend on the batch. Chat templates are applied as in ``hf``.
+
+    [generator]
+    name = "vllm"
+    model = "/models/openchat-3.5-1210"
+    max_new_tokens = 768
+    gpu_memory_utilization = 0.85
+    max_lora_rank = 256
+"""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from engine.api import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
+from engine.hookspecs import hookimpl
+from plugins.generators import factory_common as fc
+
+MISSING = ("the vllm generator needs vLLM, which is not installed here (it needs a CUDA GPU): "
+           "pip install 'selfdev[vllm]' on a GPU machine, or use generator \"hf\"")
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+class VLLMGenerator(Generator):
+    """A local model served by vLLM; LoRA adapters from the optimizer are loaded per iteration."""
+
+    name = "vllm"
+
+    def __init__(self, ctx: Context, *, model: str = "", adapter: str = "",
+                 max_new_tokens: int = 768, top_p: float = 0.95, top_k: int = 0,
+                 dtype: str = "auto", gpu_memory_utilization: float = 0.85,
+                 max_model_len: int = 4096, max_lora_rank: int = 256,
+                 tensor_parallel_size: int = 1, enforce_eager: bool = False,
+                 chat_template: Any = "auto", system: str = "", stop: list[str] | None = None) -> None:
+        super().__init__(ctx)
+        if not vllm_available():
+            raise SelfdevError(MISSING)
+        k = "generator"
+        if not model:
+            raise ConfigError("config: [generator] vllm needs model = \"PATH\" (a local Hugging Face "
+                              "model directory)")
+        self.model_path = Path(model).expanduser()
+        self.adapter = Path(adapter).expanduser() if adapter else None
+        self.max_new_tokens = fc.check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True)
+        self.top_p = fc.check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
+        self.top_k = fc.check_number(k, "top_k", top_k, lo=0, integer=True)
+        self.dtype = dtype
+        self.gpu_memory_utilization = fc.check_number(k, "gpu_memory_utilization",
+                                                      gpu_memory_utilization, lo=0.05, hi=1.0)
+        self.max_model_len = fc.check_number(k, "max_model_len", max_model_len, lo=16, integer=True)
+        self.max_lora_rank = fc.check_number(k, "max_lora_rank", max_lora_rank, lo=1, integer=True)
+        self.tensor_parallel_size = fc.check_number(k, "tensor_parallel_size", tensor_parallel_size,
+                                                    lo=1, integer=True)
+        self.enforce_eager = bool(enforce_eager)
+        self.chat_template = fc.chat_option(k, chat_template)
+        self.system = system
+        self.stop = list(stop or [])
+        self._engine: Any = None
+        self._engine_model: Path | None = None
+        self._tokenizer: Any = None
+        self._lora_ids: dict[str, int] = {}
+
+    def initial_checkpoint(self) -> Path:
+        if self.adapter is None:
+            return self.model_path
+        from plugins.generators.hf import HFGenerator
+
+        return HFGenerator(self.ctx, model=str(self.model_path),
+                           adapter=str(self.adapter)).initial_checkpoint()
+
+    # ----------------------------------------------------------------------------------------
+
+    def _ensure_engine(self, model_dir: Path) -> Any:
+        if self._engine is not None and self._engine_model == model_dir:
+            return self._engine
+        try:
+            from vllm import LLM
+        except ImportError as exc:  # installed but broken (e.g. CUDA libraries missing)
+            raise SelfdevError(f"vLLM is installed but failed to import: {exc}".splitlines()[0]) from None
+        self._engine = None
+        self._engine = LLM(model=str(model_dir), dtype=self.dtype, enable_lora=True,
+                           max_lora_rank=self.max_lora_rank, max_model_len=self.max_model_len,
+                           gpu_memory_utilization=self.gpu_memory_utilization,
+                           tensor_parallel_size=self.tensor_parallel_size,
+                           enforce_eager=self.enforce_eager, seed=self.ctx.seed)
+        self._engine_model = model_dir
+        self._tokenizer = fc.load_tokenizer(model_dir)
+        return self._engine
+
+    def _lora_request(self, checkpoint: Path) -> Any:
+        from vllm.lora.request import LoRARequest
+
+        key = str(checkpoint.resolve())
+        if key not in self._lora_ids:
+            self._lora_ids[key] = len(self._lora_ids) + 1
+        return LoRARequest(f"factory-{self._lora_ids[key]}", self._lora_ids[key], key)
+
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int,
+                 checkpoint: Path | None = None, iteration: int = 1) -> list[Completion]:
+        from vllm import SamplingParams
+
+        path = fc.check_checkpoint(Path(checkpoint) if checkpoint else self.initial_checkpoint(),
+                                   f"generator {self.name!r}")
+        lora = None
+        if fc.is_adapter(path):
+            base = fc.adapter_base(path)
+            engine = self._ensure_engine(base)
+            lora = self._lora_request(path)
+        else:
+            engine = self._ensure_engine(path)
+        fmt = fc.prompt_format(self._tokenizer, fc.read_manifest(path), self.chat_template,
+                               self.system)
+        contexts = [fmt.ids(self._tokenizer, p) for p in prompts]
+        requests, params = [], []
+        for p, ids in enumerate(contexts):
+            for i in range(n):
+                requests.append({"prompt_token_ids": ids})
+                params.append(SamplingParams(
+                    n=1, temperature=float(temperature), top_p=self.top_p or 1.0,
+                    top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,
+                    seed=derive_seed(seed, p, i) % (2 ** 31), stop=self.stop or None))
+        outputs = engine.generate(requests, params, lora_request=lora, use_tqdm=False)
+        completions = []
+        for k, out in enumerate(outputs):
+            choice = out.outputs[0]
+            completions.append(Completion(
+                text=choice.text, prompt_index=k // n,
+                meta={"tokens": len(choice.token_ids), "finish": choice.finish_reason,
+                      "temperature": round(float(temperature), 6), "prompt_mode": fmt.mode,
+                      "lora": lora is not None}))
+        return completions
+
+
+@hookimpl
+def register_generators(register):
+    register(VLLMGenerator)

@@ -168,18 +168,21 @@ def main() -> None:
     print(f"(c) playhead, key press to redrawn frame ({size[0]}x{size[1]}):")
     print(f"    baseline: an unbound key (pilot only) {stats(m['noop'])}")
     worst = 0.0
+    pilot = statistics.median(m["noop"])
     for key, label in (("left", "one event back (left)"), ("right", "one event on (right)"),
                        ("candidate", "one candidate ([ ])"), ("iteration", "one iteration ({ })"),
                        ("home_end", "start / end"), ("random", "random jumps"),
                        ("events_pane_left", "left, event log pane")):
         med = statistics.median(m[key])
-        worst = max(worst, med)
-        print(f"    {label:<28} {stats(m[key])}  ({med / base_s * 100:.1f}% of a re-fold)")
+        net = max(0.0, med - pilot)
+        worst = max(worst, net)
+        print(f"    {label:<28} {stats(m[key])}  net of pilot {net * 1000:5.1f} ms "
+              f"({net / base_s * 100:.1f}% of a re-fold)")
     print(f"    fold only (Replay.seek), random:        {stats(m['seek_only'])}")
     print(f"    fold only (Replay.seek), one back:      {stats(m['seek_back_one'])}")
-    print(f"goal: median step <= {GOALS['step_ms']:.0f} ms: "
+    print(f"goal: median work per key (net of the pilot) <= {GOALS['step_ms']:.0f} ms: "
           f"{'met' if worst * 1000 <= GOALS['step_ms'] else 'NOT met'} "
-          f"(worst median {worst * 1000:.1f} ms)")
+          f"(worst {worst * 1000:.1f} ms)")
     if tmp is not None:
         tmp.cleanup()
 

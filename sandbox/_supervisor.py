@@ -195,6 +195,7 @@ class Sandbox:
             off += math.prod(shape) * dt.itemsize
         self.result_bytes = off
         self._lock = threading.RLock()
+        self._owner_pid = os.getpid()
         self._proc: subprocess.Popen | None = None
         self._sock: socket.socket | None = None
         self._inputs_fd: int | None = None
@@ -318,6 +319,11 @@ class Sandbox:
                 pass
             self._sock = None
         p = self._proc
+        if os.getpid() != self._owner_pid:
+            # we are a fork of the process that owns this warm parent: drop our copies of its
+            # descriptors, never kill it (it still serves the original process)
+            self._proc = None
+            return
         if p is not None and p.poll() is None:
             try:
                 os.killpg(p.pid, signal.SIGKILL)
@@ -366,6 +372,9 @@ class Sandbox:
         with self._lock:
             if self._inputs_fd is None:
                 raise RuntimeError("Sandbox is closed")
+            if os.getpid() != self._owner_pid:  # used after a fork of the owner: start our own
+                self._kill_parent()
+                self._owner_pid = os.getpid()
             if self._proc is None or self._proc.poll() is not None or self._sock is None:
                 self._restart()
             self._drain_ctl()

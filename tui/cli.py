@@ -24,13 +24,18 @@ def tui_cmd(run_ref: str | None, db: Path | None) -> None:
     except ImportError:
         click.echo(INSTALL_HINT, err=True)
         raise SystemExit(1)
+    import sqlite3
+
     from engine.api import SelfdevError
     from engine.cli import open_store, resolve_run
+    from store import StoreError
 
     try:
         store = open_store(db, readonly=True)
-    except SelfdevError as exc:
+    except (SelfdevError, StoreError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except sqlite3.DatabaseError as exc:
+        raise click.ClickException(f"{db}: not an event database ({exc})") from exc
     try:
         run_id = resolve_run(store, run_ref) if run_ref else None
     except SelfdevError as exc:

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.api import ConfigError, Domain, MergeOutcome, SelfdevError
+from engine.api import ConfigError, Domain, MergeOutcome
 from engine.hookspecs import hookimpl
 
 EXAMPLE = '''\

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import random
 import re
@@ -31,7 +30,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.api import ConfigError, Evaluator, SelfdevError
+from engine.api import ConfigError, Evaluator
 from engine.hookspecs import hookimpl
 
 # --------------------------------------------------------------------------- extraction

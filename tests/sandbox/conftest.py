@@ -2,22 +2,12 @@ import os
 import sys
 
 import pytest
-import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
 
-# digits-like shapes: a small MLP (~26k parameters), three experts
-SHAPES = {"fc1.weight": (128, 64), "fc1.bias": (128,), "fc2.weight": (64, 128), "fc2.bias": (64,),
-          "out.weight": (10, 64), "out.bias": (10,)}
-
-
-def make_inputs(seed=0, shapes=SHAPES, experts=("e1", "e2", "e3")):
-    g = torch.Generator().manual_seed(seed)
-    base = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
-    tvs = {e: {k: 0.1 * torch.randn(s, generator=g) for k, s in shapes.items()} for e in experts}
-    return base, tvs
+from sandbox_helpers import make_inputs  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -27,13 +17,8 @@ def inputs():
 
 @pytest.fixture(scope="module")
 def sb(inputs):
+    """One warm Sandbox per test module."""
     from sandbox import Sandbox
     base, tvs = inputs
     with Sandbox(base, tvs, timeout=10.0) as s:
         yield s
-
-
-def src(body: str, imports: str = "import torch\nimport math\n") -> str:
-    """Wrap a function body into a candidate module."""
-    lines = body.strip("\n").splitlines()
-    return imports + "def merge_models(task_vectors, base, name):\n" + "\n".join("    " + ln for ln in lines) + "\n"

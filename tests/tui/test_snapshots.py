@@ -19,7 +19,8 @@ def opened(run_index: int, *keys: str):
 
     async def run_before(pilot):
         app = pilot.app
-        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False))
+        await wait_until(pilot, lambda: getattr(app.screen, "loaded", False)
+                         and len(app.screen._shown) == len(app.screen.rows) > 0)
         if run_index is not None:
             run_id = sorted(r.run_id for r in app.screen.rows)[run_index]
             app.open_run(run_id)

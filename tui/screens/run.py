@@ -12,6 +12,7 @@ from textual.binding import Binding
 from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker, WorkerState
 
 from engine.report import status as state_status
 from tui.data import fmt_score, writer_holder
@@ -163,7 +164,7 @@ class RunScreen(Screen):
 
     # -- loading and following -------------------------------------------------------------
 
-    @work(thread=True, exclusive=True, group="loader")
+    @work(thread=True, exclusive=True, group="loader", exit_on_error=False)
     def _loader(self) -> None:
         """Read the run page by page (its own read-only connection), index and fold it; then
         poll for new events every ``poll_interval`` until the run ends or the screen goes.
@@ -186,8 +187,9 @@ class RunScreen(Screen):
                             replay.seek(len(replay))
                     after = page[-1].position
                     self.head = (page[-1].stream_version, page[-1].hash)
-                    ended = page[-1].type in ("run.finished", "run.failed")
-                    self.live = not ended and writer_holder(self.db_path) is not None
+                    ended = page[-1].type == "run.finished"  # a failed run can be resumed
+                    stopped = ended or page[-1].type == "run.failed"
+                    self.live = not stopped and writer_holder(self.db_path) is not None
                     full = len(page) == limit
                     limit = self.page_size
                     if not full and not self.loaded:
@@ -627,7 +629,7 @@ class RunScreen(Screen):
         self.request_refresh()
         self._verify()
 
-    @work(thread=True, exclusive=True, group="verify")
+    @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
     def _verify(self) -> None:
         from store import EventStore
 
@@ -649,6 +651,15 @@ class RunScreen(Screen):
                         severity="error", timeout=10)
         self.head = message.head if message.head[1] else self.head
         self.request_refresh()
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            if event.worker.group == "verify":
+                self.audit = "could not check"
+                self.request_refresh()
+            self.notify(f"{type(error).__name__}: {error}", title=f"{event.worker.group} failed",
+                        severity="error", timeout=10)
 
     # -- what tests and the benchmark read -------------------------------------------------
 

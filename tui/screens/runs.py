@@ -8,6 +8,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
+from textual.worker import Worker, WorkerState
 
 from tui.data import COLUMNS, RunRow, list_runs
 
@@ -52,14 +53,23 @@ class RunsScreen(Screen):
         if self.refresh_every:
             self.set_interval(self.refresh_every, self.reload)
 
-    @work(thread=True, exclusive=True, group="runs")
+    @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
     def reload(self) -> None:
         """Read the runs projection in a worker (its own read-only connection)."""
         from store import EventStore
 
         with EventStore(self.store.path, readonly=True) as store:
             rows = list_runs(store, self.app.clock, self.store.path)
-        self.app.call_from_thread(self._show, rows)
+        try:
+            self.app.call_from_thread(self._show, rows)
+        except RuntimeError:  # the app is closing
+            pass
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            self.notify(f"{type(error).__name__}: {error}", title="reading the runs failed",
+                        severity="error", timeout=10)
 
     def _show(self, rows: list[RunRow]) -> None:
         self.rows = rows

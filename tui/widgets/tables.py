@@ -12,7 +12,7 @@ from engine.state import CandidateState, RunState
 from tui.data import fmt_score
 
 #: rows the leaderboard shows (the header says how many are scored in all)
-LEADERBOARD_ROWS = 100
+LEADERBOARD_ROWS = 50
 
 
 def top_candidates(state: RunState, n: int = LEADERBOARD_ROWS) -> list[CandidateState]:
@@ -100,6 +100,9 @@ class Leaderboard(DataTable):
         old = self._rows
         if rows == old:
             return
+        if len(rows) < len(old) // 2:  # removing rows one by one costs more than refilling
+            self.clear()
+            old = []
         keys = [k for k, _ in self.COLUMNS]
         widths = {c.key.value: c.content_width for c in self.columns.values()}
         for i in range(min(len(old), len(rows))):

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from conftest import src
+from sandbox_helpers import src
 
 TASK_ARITHMETIC = src("""
 lam = 0.3

@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 
-from conftest import make_inputs
+from sandbox_helpers import make_inputs
 
 SECRET_ENV = "SELFDEV_TEST_CANARY_TOKEN"
 

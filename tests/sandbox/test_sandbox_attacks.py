@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from conftest import src
+from sandbox_helpers import src
 
 
 def run(sb, body, **kw):

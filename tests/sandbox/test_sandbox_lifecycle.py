@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from conftest import make_inputs, src
+from sandbox_helpers import make_inputs, src
 
 
 def small():
@@ -96,3 +96,39 @@ def test_multithreaded_children_keep_every_layer():
         res = sb.run(src("print(torch.get_num_threads())\nx = task_vectors['a'] @ task_vectors['b']\nreturn base * 0 + 0 * x.sum()"))
         assert res.status == "ok", res.reason
         assert res.stdout.strip() == "2"
+
+
+def test_many_tensors_and_a_large_candidate():
+    from sandbox import Sandbox
+    shapes = {f"layer.{i}.w": (3,) for i in range(3000)}
+    base, tvs = make_inputs(shapes=shapes, experts=("a", "b"))
+    table = "TABLE = [" + ",".join(f"'{'ab' * 40}'" for _ in range(600)) + "]\n"
+    code = "import torch\n" + table + "def merge_models(task_vectors, base, name):\n    return base * 0 + len(TABLE) * 0\n"
+    assert 40_000 < len(code) < 64 * 1024
+    with Sandbox(base, tvs) as sb:
+        res = sb.run(code)
+        assert res.status == "ok", res.reason
+        assert len(res.tensors) == 3000
+
+
+def test_use_after_fork_of_the_owner_starts_a_separate_parent():
+    from sandbox import Sandbox
+    base, tvs = small()
+    with Sandbox(base, tvs) as sb:
+        assert sb.run(src("return base * 0")).status == "ok"
+        first = sb.parent_pid
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the forked copy
+            try:
+                ok = sb.run(src("return base * 0")).status == "ok" and sb.parent_pid != first
+                sb.close()
+                os.write(w, b"1" if ok else b"0")
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        assert os.read(r, 1) == b"1"
+        os.close(r)
+        os.close(w)
+        # the original still works, its warm parent untouched
+        assert sb.parent_pid == first and sb.run(src("return base * 0")).status == "ok"

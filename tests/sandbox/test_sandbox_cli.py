@@ -10,7 +10,7 @@ import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file, save_file
 
-from conftest import ROOT, make_inputs
+from sandbox_helpers import ROOT, make_inputs
 
 GOOD = "import torch\n\ndef merge_models(task_vectors, base, name):\n    return sum(task_vectors.values()) / len(task_vectors)\n"
 

@@ -1,0 +1,23 @@
+"""Helpers shared by the sandbox tests (a unique module name: tests/ has no packages)."""
+import os
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# digits-like shapes: a small MLP (~26k parameters), three experts
+SHAPES = {"fc1.weight": (128, 64), "fc1.bias": (128,), "fc2.weight": (64, 128), "fc2.bias": (64,),
+          "out.weight": (10, 64), "out.bias": (10,)}
+
+
+def make_inputs(seed=0, shapes=SHAPES, experts=("e1", "e2", "e3")):
+    g = torch.Generator().manual_seed(seed)
+    base = {k: torch.randn(s, generator=g) for k, s in shapes.items()}
+    tvs = {e: {k: 0.1 * torch.randn(s, generator=g) for k, s in shapes.items()} for e in experts}
+    return base, tvs
+
+
+def src(body: str, imports: str = "import torch\nimport math\n") -> str:
+    """Wrap a function body into a candidate module."""
+    lines = body.strip("\n").splitlines()
+    return imports + "def merge_models(task_vectors, base, name):\n" + "\n".join("    " + ln for ln in lines) + "\n"

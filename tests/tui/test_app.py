@@ -118,15 +118,17 @@ class TestRunScreen:
             screen = await open_run(pilot, run_id)
             board = screen.query_one(Leaderboard)
             final = fold(events).ranked()
-            assert board.row_count == len(final)
-            assert board.get_row_at(0)[1] == final[0].candidate_id
+            assert board.shown == board.row_count == len(final)
+            assert [board.get_row_at(i)[1] for i in range(len(final))] == \
+                [c.candidate_id for c in final]
             screen.move_to(first_dev + 1)
             await pilot.pause()
-            assert board.row_count == 1
+            assert board.shown == 1
             assert board.get_row_at(0)[1] == events[first_dev].payload["candidate_id"]
+            assert board.get_row_at(1) == [""] * 7  # ranks with no candidate are blank
             screen.move_to(first_dev)
             await pilot.pause()
-            assert board.row_count == 0
+            assert board.shown == 0 and board.selected_candidate is None
             await pilot.press("2")
             table = screen.query_one(IterationTable)
             assert table.row_count == 1

@@ -417,7 +417,7 @@ class RunScreen(Screen):
             cids = [index.cids[i] for i in range(lo, hi)
                     if index.types[i] == "candidate.evaluated" and index.cids[i]]
             scored = board.show_state(state, cids) if cids else len(board.ranking)
-        shown = len(board._rows)
+        shown = board.shown
         more = f" (top {shown} shown)" if shown < scored else ""
         self._label("#leaderboard-label",
                     f"leaderboard as of event {k:,} · {scored:,} scored{more} · "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from bisect import bisect_left, insort
 from typing import Any, Iterable
 
@@ -75,6 +76,7 @@ class Leaderboard(DataTable):
         super().__init__(id=id, cursor_type="row", zebra_stripes=True)
         self._rows: list[tuple] = []
         self.ranking = Ranking()
+        self._cache: OrderedDict[int, tuple[int, list, dict]] = OrderedDict()
 
     def on_mount(self) -> None:
         for key, label in self.COLUMNS:
@@ -84,7 +86,18 @@ class Leaderboard(DataTable):
         """Show the top candidates; ``changed``: the candidates whose scores may have changed
         since the last call (None: any). Returns how many are scored in all."""
         if changed is None:
-            self.ranking.rebuild(state)
+            # the ranking after k events never changes (the log only grows): jumping back and
+            # forth between the same places (start / end) reuses the last few rankings
+            cached = self._cache.get(state.events)
+            if cached is not None and cached[0] == state.position:
+                self.ranking.keys, self.ranking.by_id = list(cached[1]), dict(cached[2])
+                self._cache.move_to_end(state.events)
+            else:
+                self.ranking.rebuild(state)
+                self._cache[state.events] = (state.position, list(self.ranking.keys),
+                                             dict(self.ranking.by_id))
+                while len(self._cache) > 4:
+                    self._cache.popitem(last=False)
         else:
             self.ranking.update(state, changed)
         rows = []
@@ -97,25 +110,31 @@ class Leaderboard(DataTable):
         return len(self.ranking)
 
     def set_rows(self, rows: list[tuple]) -> None:
+        """Show ``rows`` (one per rank). Rows are never removed: ranks beyond the scored
+        candidates are blanked, because removing and re-adding rows makes the table measure
+        every cell again (a jump to the start and back would cost ~100 ms)."""
         old = self._rows
         if rows == old:
             return
-        if len(rows) < len(old) // 2:  # removing rows one by one costs more than refilling
-            self.clear()
-            old = []
+        blank = ("",) * len(self.COLUMNS)
         keys = [k for k, _ in self.COLUMNS]
         widths = {c.key.value: c.content_width for c in self.columns.values()}
-        for i in range(min(len(old), len(rows))):
-            if old[i] != rows[i]:
-                for key, before, after in zip(keys, old[i], rows[i]):
-                    if before != after:
-                        grow = len(after) > widths.get(key, 0)
-                        self.update_cell(str(i + 1), key, after, update_width=grow)
-        for i in range(len(rows), len(old)):
-            self.remove_row(str(i + 1))
-        for i in range(len(old), len(rows)):
-            self.add_row(*rows[i], key=str(i + 1))
+        for i in range(max(len(rows), len(old))):
+            before = old[i] if i < len(old) else (blank if i < self.row_count else None)
+            after = rows[i] if i < len(rows) else blank
+            if before is None:
+                self.add_row(*after, key=str(i + 1))
+            elif before != after:
+                for key, b, a in zip(keys, before, after):
+                    if b != a:
+                        grow = len(a) > widths.get(key, 0)
+                        self.update_cell(str(i + 1), key, a, update_width=grow)
         self._rows = rows
+
+    @property
+    def shown(self) -> int:
+        """How many ranks hold a candidate (the table may have blank rows after them)."""
+        return len(self._rows)
 
     @property
     def selected_candidate(self) -> str | None:

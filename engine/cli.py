@@ -321,12 +321,11 @@ def plugins(as_json: bool) -> None:
 
 
 def _attach_plugin_commands() -> None:
-    try:
-        from sandbox.cli import sandbox_cli
+    from sandbox.cli import sandbox_cli
+    from tui.cli import tui_cmd  # imports textual only when the command runs
 
-        cli.add_command(sandbox_cli)
-    except ImportError:
-        pass
+    cli.add_command(sandbox_cli)
+    cli.add_command(tui_cmd)
     from engine.plugins import call_commands
 
     call_commands(cli)

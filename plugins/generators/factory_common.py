@@ -582,7 +582,7 @@ def pair_margin(model: Any, tokenizer: Any, fmt: PromptFormat, pairs: list[Any])
     chosen = [logps[(p.prompt, p.chosen)] for p in pairs]
     rejected = [logps[(p.prompt, p.rejected)] for p in pairs]
     n = max(1, len(pairs))
-    return {"margin": sum(margins) / n,
-            "accuracy": sum(m > 0 for m in margins) / n,
+    return {"logp_margin": sum(margins) / n,
+            "logp_accuracy": sum(m > 0 for m in margins) / n,
             "chosen_logp": sum(chosen) / n,
             "rejected_logp": sum(rejected) / n}

@@ -86,8 +86,8 @@ def test_dpo_moves_the_factory_in_the_intended_direction(ctx, gen, tiny_factory,
     assert result.checkpoint is not None and result.checkpoint.is_dir()
     assert result.checkpoint.parent == ctx.artifacts / "factory"
     # the log-probability margin chosen - rejected on those pairs increases
-    assert m["margin_after"] > m["margin_before"]
-    assert m["accuracy_after"] >= m["accuracy_before"]
+    assert m["logp_margin_after"] > m["logp_margin_before"]
+    assert m["logp_accuracy_after"] >= m["logp_accuracy_before"]
     assert m["loss_last"] < m["loss_first"]
     assert m["steps"] >= 1 and len(m["losses"]) == m["steps"]
 
@@ -138,7 +138,7 @@ def test_lora_refinement_writes_an_adapter_the_generator_applies(ctx, gen, tiny_
     ckpt = result.checkpoint
     assert fc.is_adapter(ckpt) and not (ckpt / "model.safetensors").exists()
     assert fc.adapter_base(ckpt) == tiny_factory
-    assert result.metrics["lora"] is True and result.metrics["margin_after"] > result.metrics["margin_before"]
+    assert result.metrics["lora"] is True and result.metrics["logp_margin_after"] > result.metrics["logp_margin_before"]
     out = gen.generate([PROMPT], 2, 0.8, seed=1, checkpoint=ckpt)
     assert len(out) == 2
     # continuing the same adapter (iteration 2): trl's frozen copy of it is the reference

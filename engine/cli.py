@@ -6,6 +6,7 @@ Every read command takes ``--json``; every command takes ``--db PATH`` (default
 from __future__ import annotations
 
 import json
+import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -335,6 +336,8 @@ _attach_plugin_commands()
 
 
 def main() -> None:
+    # OpenMP's default spin-waiting makes torch several times slower on a busy 2-core machine.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="selfdev")
 
 

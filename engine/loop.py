@@ -282,7 +282,10 @@ class Runner:
     # ---- steps -----------------------------------------------------------------------------
 
     def do_prepare(self, step: Step) -> None:
-        summary = self.domain.prepare()
+        summary = dict(self.domain.prepare())
+        split_info = getattr(self.component("evaluator"), "split_info", None)
+        if split_info is not None:  # which problems make up dev and test, recorded in the run
+            summary["evaluation"] = split_info(self.domain)
         self.emit(ev.DomainPrepared(summary=summary), source=self.domain.plugin)
 
     def evaluate(self, model: Any, split: str) -> dict[str, Any]:

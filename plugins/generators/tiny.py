@@ -63,6 +63,7 @@ class TinySpec:
     seed: int = 0
     strip_docstrings: bool = True   # see corpus_programs
     corpus_temperature: float | None = None   # None: the grammar's spread over [0.6, 1.4]
+    canonical_names: bool = False   # one naming scheme for the whole corpus (see canonical_names)
 
 
 SIZES: dict[str, TinySpec] = {
@@ -108,6 +109,34 @@ def strip_docstring(code: str) -> str:
     return "".join(lines)
 
 
+def canonical_names(code: str) -> str:
+    """Rename the grammar's alternative variable names (``deltas/delta/result``,
+    ``vectors/vec/combined``, ...) to its first scheme (``taus/tau/merged``); code names only
+    (comments and strings are left alone). A smaller language for the test-size factory, which
+    has no time to learn to keep one scheme through a program."""
+    import io
+    import tokenize
+
+    try:
+        from plugins.generators.grammar import NAMINGS
+    except ImportError:  # pragma: no cover
+        return code
+    target = NAMINGS[0]
+    table = {old: new for scheme in NAMINGS[1:] for old, new in zip(scheme, target)}
+    lines = code.splitlines(keepends=True)
+    edits: list[tuple[int, int, int, str]] = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(code).readline):
+            if tok.type == tokenize.NAME and tok.string in table:
+                edits.append((tok.start[0] - 1, tok.start[1], tok.end[1], table[tok.string]))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        return code
+    for row, start, end, new in sorted(edits, reverse=True):
+        line = lines[row]
+        lines[row] = line[:start] + new + line[end:]
+    return "".join(lines)
+
+
 def corpus_programs(spec: TinySpec) -> list[str]:
     """The pretraining corpus: ``grammar.corpus(corpus_size, corpus_seed)``, with the docstrings
     removed when ``strip_docstrings`` (the default). The grammar's docstrings are prose
@@ -120,6 +149,8 @@ def corpus_programs(spec: TinySpec) -> list[str]:
     programs = corpus(spec.corpus_size, spec.corpus_seed, temperature=spec.corpus_temperature)
     if spec.strip_docstrings:
         programs = [strip_docstring(p) for p in programs]
+    if spec.canonical_names:
+        programs = [canonical_names(p) for p in programs]
     return programs
 
 

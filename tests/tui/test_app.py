@@ -3,7 +3,7 @@ import shutil
 import sqlite3
 
 import pytest
-from conftest import frozen_clock, open_run, wait_until
+from tui_helpers import frozen_clock, open_run, wait_until
 
 from engine.state import fold
 from store import EventStore

@@ -4,7 +4,7 @@ import os
 from datetime import timedelta
 
 import synth
-from conftest import FROZEN, frozen_clock
+from tui_helpers import FROZEN, frozen_clock
 
 from store import EventStore
 from tui.data import fmt_duration, list_runs, writer_holder

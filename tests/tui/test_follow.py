@@ -5,7 +5,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from conftest import engine_can_run, frozen_clock, wait_until
+from tui_helpers import engine_can_run, frozen_clock, wait_until
 
 from engine.state import fold
 from store import EventStore

@@ -1,7 +1,7 @@
 """Snapshots of the main screens at fixed sizes, on a deterministic database (fixed event ids
 and times) with a frozen clock. Update with ``pytest tests/tui --snapshot-update``."""
 import pytest
-from conftest import frozen_clock, wait_until
+from tui_helpers import frozen_clock, wait_until
 
 from tui.app import SelfdevApp
 from tui.screens.run import RunScreen

@@ -27,24 +27,12 @@ import functools
 from typing import TYPE_CHECKING
 
 from engine.api import Baseline
+from plugins.domains.baselines import _stack  # one stacking rule for all baselines
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
 
 __all__ = ["model_stock", "slerp", "slerp_vectors", "lm_baseline_grid", "METHODS"]
-
-
-def _stack(task_vectors: dict[str, "Tensor"], base: "Tensor") -> "Tensor":
-    import torch
-
-    xs = [tv.to(torch.float32) for tv in task_vectors.values()]
-    for expert, x in zip(task_vectors, xs):
-        if x.shape != base.shape:
-            raise ValueError(f"task vector of {expert!r} has shape {tuple(x.shape)}, "
-                             f"base has {tuple(base.shape)}")
-    if not xs:
-        return torch.zeros((0, *base.shape), dtype=torch.float32)
-    return torch.stack(xs)
 
 
 def _cos(a: "Tensor", b: "Tensor", dim: int = -1, eps: float = 1e-12) -> "Tensor":

@@ -155,6 +155,17 @@ def check_checkpoint(path: Path | str | None, who: str) -> Path:
     return path
 
 
+def checkpoint_stamp(path: Path) -> tuple:
+    """Identifies a checkpoint's current content cheaply (path + name/size/mtime of its files),
+    so a directory rewritten in place is reloaded."""
+    files = []
+    for file in sorted(Path(path).iterdir()):
+        if file.is_file():
+            st = file.stat()
+            files.append((file.name, st.st_size, st.st_mtime_ns))
+    return (str(Path(path).resolve()), tuple(files))
+
+
 def initial_of(path: Path) -> Path:
     """The initial checkpoint a (refined) checkpoint descends from (itself for an initial one)."""
     manifest = read_manifest(path)
@@ -471,14 +482,17 @@ class LocalModelGenerator:
     chat_template: str = "auto"
     system: str = ""
     _loaded: LoadedFactory | None = None
+    _loaded_stamp: Any = None
 
     def load(self, checkpoint: Path | None) -> LoadedFactory:
         path = Path(checkpoint) if checkpoint is not None else self.initial_checkpoint()  # type: ignore[attr-defined]
         path = check_checkpoint(path, f"generator {self.name!r}")  # type: ignore[attr-defined]
-        if self._loaded is None or self._loaded.path != path:
+        stamp = checkpoint_stamp(path)
+        if self._loaded is None or self._loaded_stamp != stamp:
             self._loaded = None
             set_threads(self.threads)
             self._loaded = load_factory(path, device=pick_device(self.device), dtype=self.dtype)
+            self._loaded_stamp = stamp
         return self._loaded
 
     def prompt_format(self, loaded: LoadedFactory) -> PromptFormat:

@@ -43,6 +43,8 @@ class DPOSettings:
     lora_r: int
     lora_alpha: int
     max_length: int
+    loss_type: tuple[str, ...] = ("sigmoid",)
+    loss_weights: tuple[float, ...] | None = None
 
 
 PRESETS: dict[str, DPOSettings] = {
@@ -52,7 +54,8 @@ PRESETS: dict[str, DPOSettings] = {
                          lora_r=256, lora_alpha=512, max_length=2048),
 }
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca_pair",
-              "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "exo_pair")
+              "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "exo_pair",
+              "sigmoid_norm", "sft")
 
 
 class DPOOptimizer(Optimizer):
@@ -65,10 +68,11 @@ class DPOOptimizer(Optimizer):
                  batch_size: int | None = None, grad_accum: int = 1, lora: bool | None = None,
                  lora_r: int | None = None, lora_alpha: int | None = None,
                  lora_dropout: float = 0.0, target_modules: Any = "all-linear",
-                 reference: str = "current", loss_type: str = "sigmoid",
+                 reference: str = "current", loss_type: Any = None,
+                 loss_weights: list[float] | None = None,
                  max_length: int | None = None, max_pairs: int = 0, device: str = "auto",
-                 dtype: str = "auto", threads: int = 0, chat_template: Any = "auto",
-                 system: str = "", measure_margin: bool = True) -> None:
+                 dtype: str = "auto", threads: int = 0, chat_template: Any = None,
+                 system: str | None = None, measure_margin: bool = True) -> None:
         super().__init__(ctx)
         k = "optimizer"
         self.preset = fc.check_choice(k, "preset", preset, ["auto", *PRESETS])
@@ -90,13 +94,25 @@ class DPOOptimizer(Optimizer):
                               "module names")
         self.target_modules = target_modules
         self.reference = tc.check_reference(k, reference)
-        self.loss_type = fc.check_choice(k, "loss_type", loss_type, LOSS_TYPES)
+        types = [loss_type] if isinstance(loss_type, str) else loss_type
+        if types is not None:
+            if not isinstance(types, list) or not types:
+                raise ConfigError("config: [optimizer] loss_type must be a name or a list of names")
+            for t in types:
+                fc.check_choice(k, "loss_type", t, LOSS_TYPES)
+        self.loss_types = types
+        if loss_weights is not None:
+            if (not isinstance(loss_weights, list) or types is None
+                    or len(loss_weights) != len(types)):
+                raise ConfigError("config: [optimizer] loss_weights needs one number per loss_type")
+            loss_weights = [fc.check_number(k, "loss_weights", w, lo=0.0) for w in loss_weights]
+        self.loss_weights = loss_weights
         self.max_pairs = num(k, "max_pairs", max_pairs, lo=0, integer=True)
         self.device = device
         self.dtype = None if dtype in ("auto", "", None) else dtype
         self.threads = num(k, "threads", threads, lo=0, integer=True)
-        self.chat_template = fc.chat_option(k, chat_template)
-        self.system = system
+        # the prompt format follows the generator's options unless given here
+        self.chat_template, self.system = tc.prompt_options(ctx, chat_template, system)
         self.measure_margin = bool(measure_margin)
 
     def settings(self, manifest: dict[str, Any]) -> tuple[str, DPOSettings]:
@@ -104,6 +120,9 @@ class DPOOptimizer(Optimizer):
         if preset == "auto":
             preset = "tiny" if manifest.get("factory") == "tiny" else "paper"
         chosen = {k: v for k, v in self.overrides.items() if v is not None}
+        if self.loss_types is not None:
+            chosen["loss_type"] = tuple(self.loss_types)
+            chosen["loss_weights"] = tuple(self.loss_weights) if self.loss_weights else None
         return preset, replace(PRESETS[preset], **chosen)
 
     # ----------------------------------------------------------------------------------------
@@ -138,7 +157,9 @@ class DPOOptimizer(Optimizer):
             "unique_rejected": len({p.rejected for p in usable}),
             "preset": preset, "learning_rate": s.learning_rate, "beta": s.beta,
             "epochs": s.epochs, "batch_size": s.batch_size, "lora": s.lora,
-            "reference": self.reference, "loss_type": self.loss_type, "trained": True}
+            "reference": self.reference, "loss_type": list(s.loss_type), "trained": True}
+        if s.loss_weights:
+            metrics["loss_weights"] = list(s.loss_weights)
         if s.lora:
             metrics.update(lora_r=s.lora_r, lora_alpha=s.lora_alpha)
         if self.measure_margin:
@@ -153,7 +174,8 @@ class DPOOptimizer(Optimizer):
                 output_dir=out_dir, learning_rate=s.learning_rate, epochs=s.epochs,
                 batch_size=s.batch_size, grad_accum=self.grad_accum, seed=seed,
                 max_length=s.max_length, device=device,
-                extra={"beta": s.beta, "loss_type": [self.loss_type]}))
+                extra={"beta": s.beta, "loss_type": list(s.loss_type),
+                       "loss_weights": list(s.loss_weights) if s.loss_weights else None}))
             trainer = DPOTrainer(model=policy.model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(rows), processing_class=tok,
                                  peft_config=peft_config)

@@ -58,7 +58,7 @@ class SFTOptimizer(Optimizer):
                  lora_alpha: int | None = None, lora_dropout: float = 0.0,
                  target_modules: Any = "all-linear", max_length: int | None = None,
                  max_examples: int = 0, device: str = "auto", dtype: str = "auto",
-                 threads: int = 0, chat_template: Any = "auto", system: str = "",
+                 threads: int = 0, chat_template: Any = None, system: str | None = None,
                  measure_margin: bool = True) -> None:
         super().__init__(ctx)
         k = "optimizer"
@@ -82,8 +82,8 @@ class SFTOptimizer(Optimizer):
         self.device = device
         self.dtype = None if dtype in ("auto", "", None) else dtype
         self.threads = num(k, "threads", threads, lo=0, integer=True)
-        self.chat_template = fc.chat_option(k, chat_template)
-        self.system = system
+        # the prompt format follows the generator's options unless given here
+        self.chat_template, self.system = tc.prompt_options(ctx, chat_template, system)
         self.measure_margin = bool(measure_margin)
 
     def settings(self, manifest: dict[str, Any]) -> tuple[str, SFTSettings]:

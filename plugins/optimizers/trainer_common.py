@@ -226,6 +226,19 @@ def timer() -> Any:
     return lambda: round(time.perf_counter() - start, 3)
 
 
+def prompt_options(ctx: Context, chat_template: Any, system: str | None) -> tuple[str, str]:
+    """``chat_template`` and ``system`` for training rows: the optimizer's own options, else
+    the run's ``[generator]`` options (so training formats prompts as sampling did)."""
+    gen = (ctx.options or {}).get("generator") or {}
+    if not isinstance(gen, dict):
+        gen = {}
+    if chat_template is None:
+        chat_template = gen.get("chat_template", "auto")
+    if system is None:
+        system = gen.get("system", "") or ""
+    return fc.chat_option("optimizer", chat_template), str(system)
+
+
 def check_reference(kind: str, value: Any) -> str:
     if value not in ("current", "initial"):
         raise ConfigError(f"config: [{kind}] reference must be \"current\" (the factory being "

@@ -141,10 +141,11 @@ def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
 
 @cli.command()
 @click.option("--domain", default="digits", show_default=True, help="Merge domain.")
-@click.option("--generator", default="grammar", show_default=True, help="Algorithm factory.")
-@click.option("--optimizer", default="none", show_default=True, help="Factory refiner.")
+@click.option("--generator", default="tiny", show_default=True,
+              help="Algorithm factory (grammar = the random-search control).")
+@click.option("--optimizer", default="dpo", show_default=True, help="Factory refiner (none = control).")
 @click.option("--iterations", default=3, show_default=True, type=click.IntRange(1))
-@click.option("--candidates", default=100, show_default=True, type=click.IntRange(1),
+@click.option("--candidates", default=60, show_default=True, type=click.IntRange(1),
               help="Completions sampled per iteration.")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
@@ -154,7 +155,8 @@ def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
 @db_option
 def demo(domain: str, generator: str, optimizer: str, iterations: int, candidates: int,
          seed: int, workers: int, quiet: bool, as_json: bool, db: Path | None) -> None:
-    """Run the whole loop on the embedded tiny models (no configuration needed)."""
+    """Run the whole loop on the embedded tiny models (no configuration needed): the tiny
+    factory writes candidates, the sandbox runs them, DPO refines the factory."""
     from engine.config import from_dict
 
     cfg = from_dict({"run": {"seed": seed, "iterations": iterations, "candidates": candidates},

@@ -4,7 +4,8 @@ selfdev builds it deterministically on first use and caches it under
 ``$SELFDEV_HOME/cache/factory/``:
 
 1. a corpus of working ``merge_models`` programs from the ``grammar`` generator
-   (``plugins.generators.grammar.corpus(n, seed)``);
+   (``plugins.generators.grammar.corpus(n, seed)``), docstrings removed (see
+   ``corpus_programs``);
 2. a byte-level BPE tokenizer trained on that corpus with ``tokenizers``. Merges may cross spaces
    inside a line but never a line break, so frequent code phrases become single tokens and the
    rest stays sub-word (numbers, rare names);
@@ -18,7 +19,8 @@ completions are bare code. DPO and SFT train it on that same header
 (``selfdev prompt DOMAIN --generator tiny`` shows it).
 
 It writes programs it has never seen (new combinations of the corpus' building blocks, new
-constants), some broken (undefined names, truncated bodies, wrong shapes) and some good;
+constants), some broken (mostly names from two naming schemes mixed in one program, as a weak
+code model does; also truncated bodies and wrong shapes) and some good;
 ``selfdev factory stats`` measures how many are new, how many pass the sandbox's static screen,
 and the sampling speed.
 """

@@ -94,7 +94,17 @@ class VLLMGenerator(Generator):
             from vllm import LLM
         except ImportError as exc:  # installed but broken (e.g. CUDA libraries missing)
             raise SelfdevError(f"vLLM is installed but failed to import: {exc}".splitlines()[0]) from None
-        self._engine = None
+        if self._engine is not None:  # a full-weights checkpoint: restart on it
+            import gc
+
+            self._engine = None
+            gc.collect()
+            try:
+                import torch
+
+                torch.cuda.empty_cache()
+            except Exception:  # noqa: BLE001 - best effort
+                pass
         self._engine = LLM(model=str(model_dir), dtype=self.dtype, enable_lora=True,
                            max_lora_rank=self.max_lora_rank, max_model_len=self.max_model_len,
                            gpu_memory_utilization=self.gpu_memory_utilization,

@@ -15,7 +15,8 @@ def invoke(*args):
 @pytest.fixture(scope="module")
 def demo_db(tmp_path_factory):
     db = tmp_path_factory.mktemp("cli") / "runs.db"
-    result = invoke("demo", "--db", db, "--iterations", "2", "--candidates", "10", "--quiet")
+    result = invoke("demo", "--db", db, "--generator", "grammar", "--optimizer", "none",
+                    "--iterations", "2", "--candidates", "10", "--quiet")
     assert result.exit_code == 0, result.output
     assert "best discovered" in result.output and "best TIES" in result.output
     return db
@@ -86,7 +87,7 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
 
     db = tmp_path / "runs.db"
     with EventStore(db, writer="holder-under-test"):
-        result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--candidates", "2", "--quiet"])
+        result = CliRunner().invoke(cli, ["demo", "--db", str(db), "--generator", "grammar", "--candidates", "2", "--quiet"])
     assert result.exit_code == 2
     assert "holder-under-test" in result.output or "pid" in result.output
     assert "Traceback" not in result.output

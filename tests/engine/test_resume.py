@@ -11,7 +11,7 @@ import pytest
 
 from store import EventStore
 
-ARGS = ["--iterations", "2", "--candidates", "16", "--seed", "3", "--quiet", "--json"]
+ARGS = ["--generator", "grammar", "--optimizer", "none", "--iterations", "2", "--candidates", "16", "--seed", "3", "--quiet", "--json"]
 
 
 def selfdev(*args, **kw):

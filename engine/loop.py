@@ -13,6 +13,7 @@ import random
 import secrets
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -345,33 +346,33 @@ class Runner:
         self.emit(*batch, source=generator.plugin)
 
     def do_screen(self, step: Step) -> None:
+        seen = dict(self.state.by_hash)
+        with warnings.catch_warnings():  # a completion's bad literals are not our warnings
+            warnings.simplefilter("ignore", SyntaxWarning)
+            batch = [self.screen_one(cid, seen) for cid in step.ids]
+        self.emit(*batch)
+
+    def screen_one(self, cid: str, seen: dict[str, str]) -> ev.CandidateScreened:
+        """Parse one completion, apply the static policy, de-duplicate by normalised AST."""
         from sandbox import extract_candidate, screen
 
-        seen = dict(self.state.by_hash)
-        batch = []
-        for cid in step.ids:
-            text = self.store.get_text(self.state.candidates[cid].completion)
-            code = extract_candidate(text)
-            if code is None:
-                batch.append(ev.CandidateScreened(candidate_id=cid, status="rejected",
-                                                  reason="no merge_models function found in the completion"))
-                continue
-            code_ref = self.store.put_blob(code)
-            verdict = screen(code)
-            if not verdict.ok:
-                batch.append(ev.CandidateScreened(candidate_id=cid, status="rejected",
-                                                  reason=verdict.reason, code=code_ref,
-                                                  ast_hash=verdict.ast_hash))
-            elif verdict.ast_hash in seen:
-                batch.append(ev.CandidateScreened(candidate_id=cid, status="duplicate",
-                                                  reason=f"same program as {seen[verdict.ast_hash]}",
-                                                  code=code_ref, ast_hash=verdict.ast_hash,
-                                                  duplicate_of=seen[verdict.ast_hash]))
-            else:
-                seen[verdict.ast_hash] = cid
-                batch.append(ev.CandidateScreened(candidate_id=cid, status="accepted",
-                                                  code=code_ref, ast_hash=verdict.ast_hash))
-        self.emit(*batch)
+        code = extract_candidate(self.store.get_text(self.state.candidates[cid].completion))
+        if code is None:
+            return ev.CandidateScreened(candidate_id=cid, status="rejected",
+                                        reason="no merge_models function found in the completion")
+        code_ref = self.store.put_blob(code)
+        verdict = screen(code)
+        if not verdict.ok:
+            return ev.CandidateScreened(candidate_id=cid, status="rejected", reason=verdict.reason,
+                                        code=code_ref, ast_hash=verdict.ast_hash)
+        if verdict.ast_hash in seen:
+            first = seen[verdict.ast_hash]
+            return ev.CandidateScreened(candidate_id=cid, status="duplicate",
+                                        reason=f"same program as {first}", code=code_ref,
+                                        ast_hash=verdict.ast_hash, duplicate_of=first)
+        seen[verdict.ast_hash] = cid
+        return ev.CandidateScreened(candidate_id=cid, status="accepted", code=code_ref,
+                                    ast_hash=verdict.ast_hash)
 
     def run_candidate(self, cid: str, split: str) -> list[ev.Event]:
         """Apply one candidate through the sandbox and score it (runs in the executor)."""

@@ -12,6 +12,15 @@ from typing import Any, Iterable
 from engine import events as ev
 
 
+#: per-iteration stat -> the optimizer metrics it is read from (first present wins)
+REFINE_STATS = {
+    "loss": ("loss_last", "loss", "train_loss"),
+    "margin": ("reward_margin_last", "margin", "reward_margin"),
+    "logp_margin_before": ("logp_margin_before",),
+    "logp_margin_after": ("logp_margin_after",),
+}
+
+
 @dataclass
 class CandidateState:
     candidate_id: str
@@ -113,9 +122,13 @@ class RunState:
         if it and it.pairs is not None:
             stats["pairs"] = len(it.pairs.pairs)
         if it and it.refined is not None:
-            for key in ("loss", "margin", "reward_margin", "train_loss"):
-                if key in it.refined.metrics:
-                    stats[key] = it.refined.metrics[key]
+            m = it.refined.metrics
+            # optimizers report richer metrics; the per-iteration view keeps the last loss and
+            # reward margin of training and the policy's log-prob margin before/after
+            for key, sources in REFINE_STATS.items():
+                value = next((m[k] for k in sources if k in m), None)
+                if value is not None:
+                    stats[key] = value
         return stats
 
 

@@ -66,8 +66,15 @@ class ConsoleListener:
                                f"best dev {best}, mean dev {mean}")
         elif event.type == "factory.refined" and p.get("metrics"):
             m = p["metrics"]
-            shown = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
-                              for k, v in m.items() if not isinstance(v, (list, dict)))
+            parts = [f"{m['pairs']} pairs" if "pairs" in m else ""]
+            if "loss_first" in m and "loss_last" in m:
+                parts.append(f"loss {m['loss_first']:.3f} -> {m['loss_last']:.3f}")
+            if "logp_margin_before" in m and "logp_margin_after" in m:
+                parts.append(f"log-prob margin {m['logp_margin_before']:.1f} -> "
+                             f"{m['logp_margin_after']:.1f}")
+            if "skipped" in m:
+                parts.append(f"skipped: {m['skipped']}")
+            shown = ", ".join(x for x in parts if x) or "no training"
             self.console.print(f"factory refined by {p['optimizer']}: {shown}")
         elif event.type == "run.failed":
             self.console.print(f"[red]run failed:[/] {p['reason']}")

@@ -10,6 +10,7 @@ Heavy libraries (torch, transformers, trl, ...) must be imported lazily inside m
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -33,6 +34,21 @@ def cache_dir(*parts: str) -> Path:
     path = selfdev_home().joinpath("cache", *parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def cache_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` while a cache entry is built, so two processes
+    building the same cached model wait for each other instead of racing."""
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def derive_seed(*parts: Any) -> int:

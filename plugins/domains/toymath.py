@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.api import ConfigError, cache_dir
+from engine.api import ConfigError, cache_dir, cache_lock
 from engine.hookspecs import hookimpl
 
 from plugins.domains.lm import LMDomain
@@ -272,19 +272,6 @@ def _threads(n: int):
         torch.set_num_threads(old)
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for row in rows:
@@ -523,7 +510,7 @@ def build_seed(recipe: dict[str, Any], seed: int, progress=None, threads: int = 
     key = {"v": RECIPE_VERSION, "seed": seed, **seed_recipe}
     root = cache_dir("toymath", f"seed-{_hash(key)}")
     manifest = root / "seed.json"
-    with _file_lock(root / ".lock"):
+    with cache_lock(root / ".lock"):
         if manifest.is_file() and (root / "seed" / "config.json").is_file():
             return root
         t0 = time.perf_counter()
@@ -572,7 +559,7 @@ def build_experts(root: Path, recipe: dict[str, Any], seed: int, families: list[
         if fam not in spec["experts"]:
             raise ConfigError(f"toymath: no expert family {fam!r}; allowed: {', '.join(spec['experts'])}")
         out[fam] = edir / fam
-    with _file_lock(edir / ".lock"):
+    with cache_lock(edir / ".lock"):
         todo = [f for f in families if not (out[f] / "config.json").is_file()]
         jobs = [{"kind": "expert", "root": str(root), "recipe": recipe, "scope": scope, "mix": spec["experts"][f],
                  "seed": seed + 10 + list(spec["experts"]).index(f) + spec["offset"], "out": str(out[f]),

@@ -26,7 +26,6 @@ and the sampling speed.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -36,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError, Context, Generator, SelfdevError, derive_seed
+from engine.api import ConfigError, Context, Generator, SelfdevError, cache_lock, derive_seed
 from engine.hookspecs import hookimpl
 from plugins.generators import factory_common as fc
 
@@ -311,19 +310,6 @@ def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: A
     return report
 
 
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    import fcntl
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def ensure_factory(home: Path, size: str = "default", *, threads: int | None = None,
                    progress: Any = None, **overrides: Any) -> Path:
     """The cached tiny factory for this spec, built first if missing (one builder at a time)."""
@@ -334,7 +320,7 @@ def ensure_factory(home: Path, size: str = "default", *, threads: int | None = N
     dest = root / f"tiny-{size}-{key}"
     if (dest / fc.MANIFEST).is_file():
         return dest
-    with _file_lock(root / f".tiny-{size}-{key}.lock"):
+    with cache_lock(root / f".tiny-{size}-{key}.lock"):
         if (dest / fc.MANIFEST).is_file():
             return dest
         tmp = root / f".tmp-tiny-{size}-{key}-{os.getpid()}"

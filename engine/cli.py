@@ -115,8 +115,8 @@ def cli() -> None:
 
 
 def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
-    from engine.loop import Runner, start_run
-    from engine.report import render, summary
+    """Start a run from ``cfg`` and drive it to the end."""
+    from engine.loop import start_run
 
     run_id = start_run(store, cfg)
     if not quiet:

@@ -452,8 +452,8 @@ class Sandbox:
                 except OSError:
                     pass
 
-    def _recv_ctl(self, current: int | None):
-        """Receive and process one control message (blocking)."""
+    def _recv_raw(self):
+        """One control message and its fds, or None (fds closed) when the channel broke."""
         try:
             m, fds = _proto.recv(self._sock)
         except (OSError, ValueError):
@@ -461,9 +461,16 @@ class Sandbox:
         if m is None:
             for fd in fds:
                 os.close(fd)
+            return None
+        return m, fds
+
+    def _recv_ctl(self, current: int | None):
+        """Receive and process one control message (blocking)."""
+        got = self._recv_raw()
+        if got is None:
             self._kill_parent()
             return None
-        return self._handle_ctl(m, fds, current)
+        return self._handle_ctl(*got, current)
 
     def _handle_ctl(self, m: dict, fds: list[int], current: int | None):
         """Process one control message; returns the exit info if it concerns ``current``."""
@@ -546,18 +553,13 @@ class Sandbox:
                 for key, _ in events:
                     tag = key.data
                     if tag == "ctl":
-                        try:
-                            m, fds = _proto.recv(self._sock)
-                        except (OSError, ValueError):
-                            m, fds = None, []
-                        if m is None:
-                            for fd in fds:
-                                os.close(fd)
+                        got = self._recv_raw()
+                        if got is None:
                             parent_broken = True
                             sel.unregister(key.fileobj)
                             hard_deadline = min(hard_deadline or 1e18, time.monotonic() + 0.5)
                             continue
-                        ex = self._handle_ctl(m, fds, pid)
+                        ex = self._handle_ctl(*got, pid)
                         if ex is not None:
                             exit_info = ex
                     else:

@@ -143,19 +143,11 @@ class DPOOptimizer(Optimizer):
             return Refinement(checkpoint=None, metrics={"pairs": 0, "trained": False,
                                                         "skipped": "no usable preference pairs"})
         elapsed = tc.timer()
-        import transformers
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        fc.set_threads(self.threads)
-        transformers.set_seed(seed % (2 ** 31))
-        device = fc.pick_device(self.device)
-        lora = tc.LoraSettings(s.lora_r, s.lora_alpha, self.lora_dropout,
-                               self.target_modules) if s.lora else None
-        policy = tc.load_policy(checkpoint, lora=lora, device=device, dtype=self.dtype,
-                                who=f"optimizer {self.name!r}")
+        policy, fmt, device, lora = tc.prepare_policy(self, checkpoint, s, seed)
         tok = policy.tokenizer
-        fmt = fc.prompt_format(tok, policy.manifest, self.chat_template, self.system)
         rows = [{"prompt": fmt.row_prompt(p.prompt), "chosen": fmt.row_completion(p.chosen),
                  "rejected": fmt.row_completion(p.rejected)} for p in usable]
         metrics: dict[str, Any] = {
@@ -170,8 +162,7 @@ class DPOOptimizer(Optimizer):
         if s.lora:
             metrics.update(lora_r=s.lora_r, lora_alpha=s.lora_alpha)
         if self.measure_margin:
-            before = fc.pair_margin(policy.model, tok, fmt, usable)
-            metrics.update({f"{k}_before": round(v, 5) for k, v in before.items()})
+            tc.record_margin(metrics, policy.model, policy, fmt, usable, "before")
 
         ref_model, peft_config = self.reference_model(policy, lora, device)
         tok.padding_side = "right"
@@ -194,8 +185,7 @@ class DPOOptimizer(Optimizer):
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer, ref_model
         if self.measure_margin:
-            after = fc.pair_margin(model, tok, fmt, usable)
-            metrics.update({f"{k}_after": round(v, 5) for k, v in after.items()})
+            tc.record_margin(metrics, model, policy, fmt, usable, "after")
         out = tc.new_checkpoint_dir(self.ctx, self.name, iteration)
         tc.save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
                            prompt=fmt, extra={"metrics": {k: v for k, v in metrics.items()

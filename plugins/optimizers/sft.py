@@ -109,19 +109,11 @@ class SFTOptimizer(Optimizer):
             return Refinement(checkpoint=None, metrics={"examples": 0, "trained": False,
                                                         "skipped": "no chosen completions"})
         elapsed = tc.timer()
-        import transformers
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        fc.set_threads(self.threads)
-        transformers.set_seed(seed % (2 ** 31))
-        device = fc.pick_device(self.device)
-        lora = tc.LoraSettings(s.lora_r, s.lora_alpha, self.lora_dropout,
-                               self.target_modules) if s.lora else None
-        policy = tc.load_policy(checkpoint, lora=lora, device=device, dtype=self.dtype,
-                                who=f"optimizer {self.name!r}")
+        policy, fmt, device, lora = tc.prepare_policy(self, checkpoint, s, seed)
         tok = policy.tokenizer
-        fmt = fc.prompt_format(tok, policy.manifest, self.chat_template, self.system)
         rows = [{"prompt": fmt.row_prompt(prompt), "completion": fmt.row_completion(text)}
                 for prompt, text in chosen]
         metrics: dict[str, Any] = {
@@ -130,8 +122,7 @@ class SFTOptimizer(Optimizer):
             "lora": s.lora, "trained": True}
         usable = [p for p in pairs if p.chosen != p.rejected]
         if self.measure_margin and usable:
-            before = fc.pair_margin(policy.model, tok, fmt, usable)
-            metrics.update({f"{k}_before": round(v, 5) for k, v in before.items()})
+            tc.record_margin(metrics, policy.model, policy, fmt, usable, "before")
         tok.padding_side = "right"
         peft_config = lora.config() if (lora is not None and not policy.continued_adapter) else None
         train_started = tc.timer()
@@ -151,8 +142,7 @@ class SFTOptimizer(Optimizer):
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer
         if self.measure_margin and usable:
-            after = fc.pair_margin(model, tok, fmt, usable)
-            metrics.update({f"{k}_after": round(v, 5) for k, v in after.items()})
+            tc.record_margin(metrics, model, policy, fmt, usable, "after")
         out = tc.new_checkpoint_dir(self.ctx, self.name, iteration)
         tc.save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
                            prompt=fmt, extra={"metrics": {k: v for k, v in metrics.items()

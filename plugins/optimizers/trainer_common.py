@@ -92,6 +92,31 @@ def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dty
                   loaded.manifest, lora is not None)
 
 
+def prepare_policy(optimizer: Any, checkpoint: Path, settings: Any, seed: int
+                   ) -> tuple[Policy, Any, str, LoraSettings | None]:
+    """Threads, seed, device, LoRA settings, the loaded policy and its prompt format: the set-up
+    both optimizers do before training. ``settings`` has ``lora``, ``lora_r``, ``lora_alpha``."""
+    import transformers
+
+    fc.set_threads(optimizer.threads)
+    transformers.set_seed(seed % (2 ** 31))
+    device = fc.pick_device(optimizer.device)
+    lora = LoraSettings(settings.lora_r, settings.lora_alpha, optimizer.lora_dropout,
+                        optimizer.target_modules) if settings.lora else None
+    policy = load_policy(checkpoint, lora=lora, device=device, dtype=optimizer.dtype,
+                         who=f"optimizer {optimizer.name!r}")
+    fmt = fc.prompt_format(policy.tokenizer, policy.manifest, optimizer.chat_template,
+                           optimizer.system)
+    return policy, fmt, device, lora
+
+
+def record_margin(metrics: dict[str, Any], model: Any, policy: Policy, fmt: Any,
+                  pairs: list[Pair], when: str) -> None:
+    """Store the policy's log-prob margin chosen - rejected on ``pairs`` as ``*_{when}``."""
+    margin = fc.pair_margin(model, policy.tokenizer, fmt, pairs)
+    metrics.update({f"{k}_{when}": round(v, 5) for k, v in margin.items()})
+
+
 def training_arguments(*, output_dir: str, learning_rate: float, epochs: float, batch_size: int,
                        grad_accum: int, seed: int, max_length: int, device: str,
                        extra: dict[str, Any] | None = None) -> dict[str, Any]:

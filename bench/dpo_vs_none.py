@@ -28,10 +28,10 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-    from engine.config import from_dict
-    from engine.loop import run_config
-    from engine.report import summary
-    from store import EventStore
+    from selfdev.engine.config import from_dict
+    from selfdev.engine.loop import run_config
+    from selfdev.engine.report import summary
+    from selfdev.store import EventStore
 
     db = Path(args.db or Path(tempfile.mkdtemp()) / "dpo_vs_none.db")
     rows: dict[str, list[dict]] = {"dpo": [], "none": []}

@@ -24,7 +24,7 @@ sys.path.insert(0, ROOT)
 
 import torch  # noqa: E402
 
-from sandbox import Sandbox, doctor  # noqa: E402
+from selfdev.sandbox import Sandbox, doctor  # noqa: E402
 
 DIGITS = {"fc1.weight": (128, 64), "fc1.bias": (128,), "fc2.weight": (128, 128), "fc2.bias": (128,),
           "head.weight": (10, 128), "head.bias": (10,)}

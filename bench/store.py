@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlite_utils import Database  # noqa: E402
 
-from store import EventStore, NewEvent, canonical_json, content_hash  # noqa: E402
+from selfdev.store import EventStore, NewEvent, canonical_json, content_hash  # noqa: E402
 
 GOALS = {"append": 50_000, "verify": 100_000}
 

@@ -37,7 +37,7 @@ GOALS = {"open_s": 2.0, "step_ms": 100.0}
 
 def build(path: Path, events: int) -> str:
     import synth
-    from store import EventStore
+    from selfdev.store import EventStore
 
     # about 10.8 events per candidate (generated, screened, executed, evaluated) x 3 iterations
     candidates = max(10, round(events / 10.75))
@@ -47,8 +47,8 @@ def build(path: Path, events: int) -> str:
 
 
 def baseline(path: Path, run_id: str) -> tuple[float, int]:
-    from engine.state import fold
-    from store import EventStore
+    from selfdev.engine.state import fold
+    from selfdev.store import EventStore
 
     with EventStore(path, readonly=True) as store:
         t0 = time.perf_counter()
@@ -63,8 +63,8 @@ def stats(samples: list[float]) -> str:
 
 
 async def measure(path: Path, run_id: str, size: tuple[int, int], steps: int) -> dict:
-    from tui.app import SelfdevApp
-    from tui.screens.run import RunScreen
+    from selfdev.tui.app import SelfdevApp
+    from selfdev.tui.screens.run import RunScreen
 
     out: dict = {}
     t0 = time.perf_counter()
@@ -149,7 +149,7 @@ def main() -> None:
         path = Path(tmp.name) / "runs.db"
     else:
         path = args.db
-    from store import EventStore
+    from selfdev.store import EventStore
 
     if path.exists():
         with EventStore(path, readonly=True) as store:

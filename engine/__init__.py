@@ -1,4 +1,4 @@
 """selfdev's engine: hookspecs, plugin manager, event types, configuration, the run loop, CLI."""
-from engine.hookspecs import hookimpl
+from selfdev.engine.hookspecs import hookimpl
 
 __all__ = ["hookimpl"]

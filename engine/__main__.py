@@ -1,3 +1,3 @@
-from engine.cli import main
+from selfdev.engine.cli import main
 
 main()

@@ -1,6 +1,6 @@
 """The public plugin API of selfdev: the shapes plugins implement and the values they exchange.
 
-Plugins import from here (``from engine.api import ...``) and nothing deeper in ``engine``.
+Plugins import from here (``from selfdev.engine.api import ...``) and nothing deeper in ``engine``.
 Every component class has a ``name`` class attribute (unique within its kind) and is built by
 the engine as ``cls(ctx, **options)`` where ``options`` come from the run configuration's table
 for that component; unknown options are reported to the user by name, so list every option as
@@ -15,7 +15,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
+from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
 
 # --------------------------------------------------------------------------------------------
@@ -49,6 +49,32 @@ def cache_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Use exactly ``n`` torch threads inside the block, then restore the previous setting.
+
+    Trained weights depend on the thread count (it changes how float sums are split), so model
+    builds pin it instead of following the machine. torch is imported here, not before.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def format_score(value: Any) -> str:
+    """A score for tables and logs: two decimals, ``-`` for none (one formatter everywhere)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
 
 
 def derive_seed(*parts: Any) -> int:
@@ -283,13 +309,6 @@ class Executor(Component):
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
-
-
-class Listener:
-    """Optional base for ``on_event`` listeners (any object with ``on_event`` works)."""
-
-    def on_event(self, event: Mapping[str, Any]) -> None:
         pass
 
 

@@ -14,50 +14,13 @@ from typing import Any, Iterator
 
 import click
 
-from engine.api import SelfdevError, selfdev_home
-
-
-def default_db() -> Path:
-    return selfdev_home() / "runs.db"
+from selfdev.engine.api import SelfdevError, format_score
+from selfdev.engine.runs import load_state, open_store, resolve_run
 
 
 db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
                          default=None, help="Event database (default: $SELFDEV_HOME/runs.db).")
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-
-
-def open_store(db: Path | None, *, readonly: bool) -> Any:
-    from store import EventStore
-
-    path = db or default_db()
-    if readonly and not path.exists():
-        raise SelfdevError(f"no database at {path} (run `selfdev demo` or pass --db)")
-    if not readonly:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return EventStore(path, readonly=readonly, writer=" ".join(sys.argv))
-
-
-def resolve_run(store: Any, ref: str) -> str:
-    """A run id, a unique prefix of one, or ``latest``."""
-    ids = store.run_ids()
-    if ref == "latest":
-        if not ids:
-            raise SelfdevError("the database holds no runs")
-        return ids[-1]
-    if ref in ids:
-        return ref
-    matches = [i for i in ids if i.startswith(ref)]
-    if len(matches) == 1:
-        return matches[0]
-    if not matches:
-        raise SelfdevError(f"no run {ref!r}; `selfdev runs` lists them")
-    raise SelfdevError(f"run {ref!r} is ambiguous: {', '.join(matches[:5])}")
-
-
-def load_state(store: Any, run_id: str) -> Any:
-    from engine.state import fold
-
-    return fold(store.iter_events(run_id=run_id))
 
 
 def echo_json(data: Any) -> None:
@@ -67,19 +30,18 @@ def echo_json(data: Any) -> None:
 @contextmanager
 def console_listener(quiet: bool) -> Iterator[Any]:
     """Rich progress bars + per-iteration lines while a run goes (stderr)."""
-    from engine.api import NullProgress
-    from engine.plugins import pm
+    from selfdev.engine.api import NullProgress
+    from selfdev.engine.plugins import load_plugins, pm
 
-    if quiet:
+    load_plugins()
+    display = None if quiet else pm.hook.console_display()
+    if display is None:
         yield NullProgress()
         return
-    from plugins.listeners.console import ConsoleListener
-
-    listener = ConsoleListener()
-    pm.register(listener, name="console")
+    pm.register(display, name="console")
     try:
-        with listener:
-            yield listener
+        with display:
+            yield display
     finally:
         pm.unregister(name="console")
 
@@ -88,7 +50,7 @@ class SelfdevGroup(click.Group):
     """Turns user-fixable errors into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from store import StoreError
+        from selfdev.store import StoreError
 
         try:
             return super().invoke(ctx)
@@ -101,7 +63,7 @@ class SelfdevGroup(click.Group):
 
 
 @click.group(cls=SelfdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option("0.1.0", prog_name="selfdev")
+@click.version_option(package_name="selfdev", prog_name="selfdev")
 def cli() -> None:
     """selfdev: LLM-driven discovery of model-merging algorithms, with every step in an
     append-only, hash-chained event log.
@@ -116,7 +78,7 @@ def cli() -> None:
 
 def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
     """Start a run from ``cfg`` and drive it to the end."""
-    from engine.loop import start_run
+    from selfdev.engine.loop import start_run
 
     run_id = start_run(store, cfg)
     if not quiet:
@@ -125,8 +87,8 @@ def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
 
 
 def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
-    from engine.loop import Runner
-    from engine.report import render, summary
+    from selfdev.engine.loop import Runner
+    from selfdev.engine.report import render, summary
 
     with console_listener(quiet or as_json) as progress:
         state = Runner(store, run_id, progress=progress).run()
@@ -157,7 +119,7 @@ def demo(domain: str, generator: str, optimizer: str, iterations: int, candidate
          seed: int, workers: int, quiet: bool, as_json: bool, db: Path | None) -> None:
     """Run the whole loop on the embedded tiny models (no configuration needed): the tiny
     factory writes candidates, the sandbox runs them, DPO refines the factory."""
-    from engine.config import from_dict
+    from selfdev.engine.config import from_dict
 
     cfg = from_dict({"run": {"seed": seed, "iterations": iterations, "candidates": candidates},
                      "domain": {"name": domain}, "generator": {"name": generator},
@@ -174,7 +136,7 @@ def demo(domain: str, generator: str, optimizer: str, iterations: int, candidate
 @db_option
 def run(config: Path, quiet: bool, as_json: bool, db: Path | None) -> None:
     """Start a run from a TOML configuration."""
-    from engine.config import load
+    from selfdev.engine.config import load
 
     cfg = load(config)
     with open_store(db, readonly=False) as store:
@@ -205,16 +167,14 @@ def runs(as_json: bool, db: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from engine.report import fmt
-
     t = Table()
     for col in ("run", "status", "domain", "generator", "optimizer", "iters", "best dev",
                 "best test", "started"):
         t.add_column(col)
     for r in rows:
         t.add_row(r["run_id"], r["status"], str(r.get("domain")), str(r.get("generator")),
-                  str(r.get("optimizer")), str(r.get("iterations")), fmt(r.get("best_dev")),
-                  fmt(r.get("best_test")), str(r.get("started_at", ""))[:19])
+                  str(r.get("optimizer")), str(r.get("iterations")), format_score(r.get("best_dev")),
+                  format_score(r.get("best_test")), str(r.get("started_at", ""))[:19])
     Console().print(t)
 
 
@@ -224,7 +184,7 @@ def runs(as_json: bool, db: Path | None) -> None:
 @db_option
 def show(run_ref: str, as_json: bool, db: Path | None) -> None:
     """Configuration, per-iteration stats, leaderboard and baselines of a run."""
-    from engine.report import render, summary
+    from selfdev.engine.report import render, summary
 
     with open_store(db, readonly=True) as store:
         data = summary(load_state(store, resolve_run(store, run_ref)))
@@ -289,7 +249,7 @@ def verify(run_ref: str | None, as_json: bool, db: Path | None) -> None:
 @db_option
 def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
     """Write the top algorithms as .py files plus a JSON report."""
-    from engine.report import summary
+    from selfdev.engine.report import summary
 
     with open_store(db, readonly=True) as store:
         run_id = resolve_run(store, run_ref)
@@ -312,7 +272,7 @@ def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """Installed plugins, their hooks and the components they register."""
-    from engine.plugins import plugins_info
+    from selfdev.engine.plugins import plugins_info
 
     info = plugins_info()
     if as_json:
@@ -324,12 +284,10 @@ def plugins(as_json: bool) -> None:
 
 
 def _attach_plugin_commands() -> None:
-    from sandbox.cli import sandbox_cli
-    from tui.cli import tui_cmd  # imports textual only when the command runs
+    from selfdev.engine.plugins import call_commands
+    from selfdev.sandbox.cli import sandbox_cli
 
     cli.add_command(sandbox_cli)
-    cli.add_command(tui_cmd)
-    from engine.plugins import call_commands
 
     call_commands(cli)
 

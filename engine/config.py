@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError
+from selfdev.engine.api import ConfigError
 
 
 @dataclass

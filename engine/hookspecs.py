@@ -42,3 +42,13 @@ def on_event(event):
 @hookspec
 def register_commands(cli):
     """Add subcommands to the ``selfdev`` click group."""
+
+
+@hookspec(firstresult=True)
+def console_display():
+    """Return the display a CLI run draws on (the first non-None answer wins).
+
+    It is a context manager (entered for the whole command), a ``Progress`` (components draw
+    their bars through it) and a listener (its ``on_event`` sees every committed event). The
+    built-in one, ``selfdev.plugins.listeners.console``, draws rich progress bars on stderr;
+    ``--quiet`` skips the hook."""

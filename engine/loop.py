@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine import events as ev
-from engine import plugins as plugin_mod
-from engine.api import (Completion, Context, NullProgress, Pair, Progress, SelfdevError,
+import selfdev
+from selfdev.engine import events as ev
+from selfdev.engine import plugins as plugin_mod
+from selfdev.engine.api import (Completion, Context, NullProgress, Pair, Progress, SelfdevError,
                         derive_seed, selfdev_home)
-from engine.config import RunConfig, check_options, from_dict
-from engine.state import CandidateState, RunState, apply, fold
+from selfdev.engine.config import RunConfig, check_options, from_dict
+from selfdev.engine.state import CandidateState, RunState, apply, fold
 
-SELFDEV_VERSION = "0.1.0"
 
 
 @dataclass
@@ -158,8 +158,8 @@ def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
                             generator=names["generator"], evaluator=cfg.evaluator.name,
                             optimizer=names["optimizer"], executor=names["executor"],
                             iterations=cfg.run.iterations, candidates=cfg.run.candidates,
-                            selfdev_version=SELFDEV_VERSION)
-    from store import NewEvent
+                            selfdev_version=selfdev.__version__)
+    from selfdev.store import NewEvent
 
     store.append(run_id, [NewEvent(started.TYPE, started.payload(), started.VERSION)],
                  expected_version=0)
@@ -231,7 +231,7 @@ class Runner:
 
     def append(self, items: list[tuple[ev.Event, str]]) -> None:
         """Append (event, source) pairs as one atomic batch."""
-        from store import NewEvent
+        from selfdev.store import NewEvent
 
         batch = [NewEvent(e.TYPE, e.payload(), e.VERSION, source=src) for e, src in items]
         stored = self.store.append(self.run_id, batch, expected_version=self.state.version)
@@ -354,7 +354,7 @@ class Runner:
 
     def screen_one(self, cid: str, seen: dict[str, str]) -> ev.CandidateScreened:
         """Parse one completion, apply the static policy, de-duplicate by normalised AST."""
-        from sandbox import extract_candidate, screen
+        from selfdev.sandbox import extract_candidate, screen
 
         code = extract_candidate(self.store.get_text(self.state.candidates[cid].completion))
         if code is None:
@@ -460,7 +460,7 @@ class Runner:
                                      best_dev=step.ids[0] if step.ids else None))
 
     def do_finish(self, step: Step) -> None:
-        from engine.report import summary
+        from selfdev.engine.report import summary
 
         self.emit(ev.RunFinished(summary=summary(self.state)["table"]))
 

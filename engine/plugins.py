@@ -1,23 +1,23 @@
 """The plugin manager, component registries and plugin loading.
 
-Built-in plugins are the modules under ``plugins/`` that define ``@hookimpl`` functions; they are
-registered through the same hooks as third-party plugins (entry-point group ``selfdev``).
-``SELFDEV_LOAD_PLUGINS`` is a comma-separated allow-list of third-party distributions to load
-(an empty value loads none); built-ins are always loaded.
+The built-in plugins are the modules named in :data:`DEFAULT_PLUGINS`, as in llm's and
+datasette's ``plugins.py``: they register through the same hooks as third-party plugins
+(entry-point group ``selfdev``), and this list is the only way the engine reaches them (or the
+TUI command, or the console display). ``SELFDEV_LOAD_PLUGINS`` is a comma-separated allow-list
+of third-party distributions to load (an empty value loads none); built-ins are always loaded.
 """
 from __future__ import annotations
 
 import importlib
 import os
-import pkgutil
 import sys
 from dataclasses import dataclass
 from typing import Any
 
 import pluggy
 
-from engine import hookspecs
-from engine.api import KINDS, Component, ConfigError
+from selfdev.engine import hookspecs
+from selfdev.engine.api import KINDS, Component, ConfigError
 
 pm = pluggy.PluginManager("selfdev")
 pm.add_hookspecs(hookspecs)
@@ -34,15 +34,30 @@ HOOKS = {
 }
 
 
-def builtin_modules() -> list[str]:
-    """Dotted names of every module under ``plugins/`` (they are cheap to import by rule)."""
-    import plugins
-
-    names = []
-    for info in pkgutil.walk_packages(plugins.__path__, prefix="plugins."):
-        if not info.ispkg:
-            names.append(info.name)
-    return sorted(names)
+#: Every built-in plugin module, registered under its dotted name. Each is cheap to import
+#: (heavy libraries load inside the components that use them).
+DEFAULT_PLUGINS: tuple[str, ...] = (
+    "selfdev.plugins.generators.grammar",
+    "selfdev.plugins.generators.hf",
+    "selfdev.plugins.generators.openai",
+    "selfdev.plugins.generators.replay",
+    "selfdev.plugins.generators.tiny",
+    "selfdev.plugins.generators.vllm",
+    "selfdev.plugins.domains.digits",
+    "selfdev.plugins.domains.lm",
+    "selfdev.plugins.domains.toymath",
+    "selfdev.plugins.evaluators.accuracy",
+    "selfdev.plugins.evaluators.gsm8k",
+    "selfdev.plugins.evaluators.toymath",
+    "selfdev.plugins.optimizers.dpo",
+    "selfdev.plugins.optimizers.none",
+    "selfdev.plugins.optimizers.sft",
+    "selfdev.plugins.executors.local",
+    "selfdev.plugins.listeners.console",
+    "selfdev.plugins.prompting",
+    "selfdev.plugins.transfer",
+    "selfdev.tui.cli",
+)
 
 
 def load_plugins() -> None:
@@ -51,11 +66,9 @@ def load_plugins() -> None:
     if _loaded:
         return
     _loaded = True
-    for name in builtin_modules():
-        module = importlib.import_module(name)
-        if any(hasattr(getattr(module, attr, None), "selfdev_impl") for attr in dir(module)):
-            if pm.get_plugin(name) is None:
-                pm.register(module, name=name)
+    for name in DEFAULT_PLUGINS:
+        if pm.get_plugin(name) is None:
+            pm.register(importlib.import_module(name), name=name)
     allow = os.environ.get("SELFDEV_LOAD_PLUGINS")
     if getattr(sys, "_called_from_test", False) and allow is None:
         return

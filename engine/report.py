@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.state import RunState
+from selfdev.engine.api import format_score
+from selfdev.engine.state import RunState
 
 #: baseline methods that get a "best of the sweep" row in the final table
 SWEPT = {"task_arithmetic": "best TA", "ties": "best TIES", "dare": "best DARE",
@@ -94,14 +95,6 @@ def summary(state: RunState) -> dict[str, Any]:
     }
 
 
-def fmt(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
 def render(data: dict[str, Any], console: Any) -> None:
     """Print a summary as rich tables."""
     from rich.table import Table
@@ -119,17 +112,17 @@ def render(data: dict[str, Any], console: Any) -> None:
             t.add_column(col, justify="right")
         for s in data["iterations"]:
             rate = s.get("executable_rate")
-            t.add_row(str(s["iteration"]), fmt(s["temperature"]), str(s["generated"]),
+            t.add_row(str(s["iteration"]), format_score(s["temperature"]), str(s["generated"]),
                       str(s["accepted"]), "-" if rate is None else f"{rate:.0%}",
-                      fmt(s["best"]), fmt(s["mean"]), fmt(s.get("pairs")))
+                      format_score(s["best"]), format_score(s["mean"]), format_score(s.get("pairs")))
         console.print(t)
     if data["leaderboard"]:
         t = Table(title="leaderboard (by dev score)")
         for col in ("rank", "candidate", "iter", "dev", "test", "ast hash"):
             t.add_column(col, justify="right" if col in ("rank", "iter", "dev", "test") else "left")
         for r in data["leaderboard"][:10]:
-            t.add_row(str(r["rank"]), r["candidate_id"], str(r["iteration"]), fmt(r["dev"]),
-                      fmt(r["test"]), r["ast_hash"])
+            t.add_row(str(r["rank"]), r["candidate_id"], str(r["iteration"]), format_score(r["dev"]),
+                      format_score(r["test"]), r["ast_hash"])
         console.print(t)
     if data["table"]:
         t = Table(title="best discovered vs baselines (chosen by dev)")
@@ -139,5 +132,5 @@ def render(data: dict[str, Any], console: Any) -> None:
         t.add_column("test", justify="right")
         for r in data["table"]:
             params = " ".join(f"{k}={v}" for k, v in r["params"].items() if k != "expert")
-            t.add_row(r["method"], params, fmt(r["dev"]), fmt(r["test"]))
+            t.add_row(r["method"], params, format_score(r["dev"]), format_score(r["test"]))
         console.print(t)

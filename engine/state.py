@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from engine import events as ev
+from selfdev.engine import events as ev
 
 
 #: per-iteration stat -> the optimizer metrics it is read from (first present wins)

@@ -19,32 +19,23 @@ import json
 import warnings
 from typing import Any
 
-from engine.hookspecs import hookimpl
+import selfdev
+from selfdev import hookimpl
 
 KNOWN_GLOBALS = {"torch", "math", "task_vectors", "base", "name", "merge_models"}
-
-
-def _sandbox() -> Any:
-    import sandbox
-
-    if hasattr(sandbox, "extract_candidate"):
-        return sandbox
-    from sandbox import _policy  # the package's public names are re-exported from here
-
-    return _policy
 
 
 def candidate_code(text: str) -> str | None:
     """The first valid ``merge_models`` program in a completion (fenced or bare), or None."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)  # "invalid decimal literal" and friends
-        return _sandbox().extract_candidate(text)
+        return selfdev.extract_candidate(text)
 
 
 def screen_code(code: str) -> tuple[bool, str | None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", SyntaxWarning)
-        verdict = _sandbox().screen(code)
+        verdict = selfdev.screen(code)
     return bool(verdict.ok), verdict.reason
 
 
@@ -129,8 +120,8 @@ def _command() -> Any:
                generator_options: tuple[str, ...], as_json: bool) -> None:
         """Show the paper-style factory prompt of DOMAIN (task description, the candidate
         signature, one worked example, constraints)."""
-        from engine.api import Context, NullProgress, parse_kv, selfdev_home
-        from engine.plugins import get_registry
+        from selfdev import Context, NullProgress, parse_kv, selfdev_home
+        from selfdev import get_registry
 
         registry = get_registry()
         home = selfdev_home()

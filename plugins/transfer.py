@@ -20,8 +20,8 @@ from typing import Any
 
 import click
 
-from engine.api import SelfdevError
-from engine.hookspecs import hookimpl
+from selfdev import SelfdevError
+from selfdev import hookimpl
 
 
 class RichProgress:
@@ -49,7 +49,7 @@ class RichProgress:
     def task(self, description: str, total: int | None = None):
         prog = self._progress
         if prog is None:
-            from engine.api import NullProgress
+            from selfdev import NullProgress
 
             return NullProgress().task(description, total)
         tid = prog.add_task(description, total=total)
@@ -68,7 +68,7 @@ def read_algorithm(path: str | Path) -> str:
     """The ``merge_models`` code of a file (a plain .py file or a completion with a code block)."""
     text = Path(path).read_text(encoding="utf-8")
     try:
-        from sandbox import extract_candidate
+        from selfdev import extract_candidate
 
         code = extract_candidate(text)
     except ImportError:  # pragma: no cover - sandbox package missing
@@ -83,7 +83,7 @@ class _Recorder:
         self.store = None
         self.run_id = run_id
         if db:
-            from store import EventStore
+            from selfdev import EventStore
 
             Path(db).parent.mkdir(parents=True, exist_ok=True)
             self.store = EventStore(db, writer="selfdev apply")
@@ -91,7 +91,7 @@ class _Recorder:
     def emit(self, type_: str, payload: dict[str, Any]) -> None:
         if self.store is None:
             return
-        from store import NewEvent
+        from selfdev import NewEvent
 
         self.store.append(self.run_id, [NewEvent(type_, _jsonable(payload), source="plugins.transfer")])
 
@@ -106,14 +106,14 @@ def _jsonable(obj: Any) -> Any:
 
 def _evaluator_class(name: str):
     if name == "gsm8k":
-        from plugins.evaluators.gsm8k import GSM8kEvaluator
+        from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
 
         return GSM8kEvaluator
     if name == "toymath":
-        from plugins.evaluators.toymath import ToyMathEvaluator
+        from selfdev.plugins.evaluators.toymath import ToyMathEvaluator
 
         return ToyMathEvaluator
-    from engine.plugins import get_registry  # third-party evaluators
+    from selfdev import get_registry  # third-party evaluators
 
     return get_registry().get("evaluator", name)
 
@@ -138,7 +138,7 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
                  seed: int = 0, toymath: str | None = None, toymath_size: str = "full",
                  progress=None, db: str | None = None) -> dict[str, Any]:
     """Apply ``algorithms`` to the experts and score everything; returns the table as data."""
-    from engine.api import Context, NullProgress, selfdev_home
+    from selfdev import Context, NullProgress, selfdev_home
 
     progress = progress or NullProgress()
     run_id = f"transfer-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -146,13 +146,13 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
     artifacts = selfdev_home() / "transfer" / run_id
     ctx = Context(run_id=run_id, seed=seed, home=selfdev_home(), artifacts=artifacts, progress=progress)
     if toymath:
-        from plugins.domains.toymath import ToyMathDomain
+        from selfdev.plugins.domains.toymath import ToyMathDomain
 
         domain = ToyMathDomain(ctx, size=toymath_size, seed=seed, expert_set=toymath, mergeable=mergeable)
         if evaluator == "gsm8k":
             evaluator = "toymath"
     else:
-        from plugins.domains.lm import LMDomain
+        from selfdev.plugins.domains.lm import LMDomain
 
         if not base or not experts:
             raise SelfdevError("selfdev apply needs --base and at least one --expert NAME=DIR (or --toymath SET)")
@@ -276,7 +276,7 @@ def render_table(result: dict[str, Any], console=None) -> None:
 def apply_cmd(algorithms, base, experts, out, evaluator, eval_data, eval_options, mergeable, splits, baselines,
               timeout, seed, toymath, toymath_size, db, as_json, quiet):
     """Apply discovered ALGORITHMS to other experts (no re-optimisation) and compare with baselines."""
-    from engine.api import parse_kv
+    from selfdev import parse_kv
 
     exp = parse_kv(experts)
     split_t = tuple(s.strip() for s in splits.split(",") if s.strip())

@@ -6,7 +6,7 @@ See docs/sandbox.md for the threat model.
 """
 from __future__ import annotations
 
-from sandbox._policy import ScreenResult, extract_candidate, screen
+from selfdev.sandbox._policy import ScreenResult, extract_candidate, screen
 
 __all__ = ["Sandbox", "SandboxResult", "SandboxUnavailable", "ScreenResult", "screen",
            "extract_candidate", "doctor", "DEFAULT_REQUIRE"]
@@ -16,12 +16,12 @@ _LAZY = {"Sandbox", "SandboxResult", "SandboxUnavailable", "DEFAULT_REQUIRE", "A
 
 def __getattr__(name):  # torch is imported only when the runtime side is needed
     if name in _LAZY:
-        from sandbox import _supervisor
+        from selfdev.sandbox import _supervisor
         return getattr(_supervisor, name)
     raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
 
 
 def doctor() -> dict:
     """Which isolation layers this kernel offers, probed in a throw-away process."""
-    from sandbox._doctor import doctor as _d
+    from selfdev.sandbox._doctor import doctor as _d
     return _d()

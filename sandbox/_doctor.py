@@ -29,7 +29,7 @@ def doctor(refresh: bool = False) -> dict:
     global _CACHE
     if _CACHE is not None and not refresh:
         return dict(_CACHE)
-    from sandbox._policy import screen  # noqa: F401  (L1 importable)
+    from selfdev.sandbox._policy import screen  # noqa: F401  (L1 importable)
     import RestrictedPython
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_oslayers.py")
     probe: dict = {}
@@ -43,7 +43,7 @@ def doctor(refresh: bool = False) -> dict:
             err = (cp.stderr or cp.stdout).strip()[-500:]
     except Exception as e:  # pragma: no cover
         err = f"{type(e).__name__}: {e}"
-    from sandbox._supervisor import ALL_LAYERS, DEFAULT_REQUIRE
+    from selfdev.sandbox._supervisor import ALL_LAYERS, DEFAULT_REQUIRE
     layers = {"static": True, "facade": True, "process": True}
     for k in ALL_LAYERS:
         layers[k] = bool(probe.get(k, False))

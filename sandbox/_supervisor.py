@@ -22,11 +22,12 @@ from typing import Iterable
 
 import torch
 
-from sandbox import _proto
-from sandbox._policy import screen_and_compile
+from selfdev.sandbox import _proto
+from selfdev.sandbox._policy import screen_and_compile
 
-PKG_DIR = os.path.dirname(os.path.abspath(__file__))
-ROOT_DIR = os.path.dirname(PKG_DIR)
+# The folder that holds the ``selfdev`` package (site-packages, or the checkout of an editable
+# install): the warm parent runs with ``-I``, so it is given this one path and nothing else.
+IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["selfdev"].__file__)))
 
 ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "seccomp", "landlock",
               "landlock_net", "landlock_scope")
@@ -266,8 +267,8 @@ class Sandbox:
 
     def _start(self) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        boot = ("import sys; sys.path.insert(0, %r); from sandbox._worker import main; main(%d)"
-                % (ROOT_DIR, child_sock.fileno()))
+        boot = ("import sys; sys.path.insert(0, %r); from selfdev.sandbox._worker import main; main(%d)"
+                % (IMPORT_ROOT, child_sock.fileno()))
         log = os.environ.get("SELFDEV_SANDBOX_LOG")  # operator debugging: the warm parent's stderr
         err = open(log, "ab") if log else subprocess.DEVNULL
         try:

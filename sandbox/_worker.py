@@ -26,10 +26,10 @@ import traceback
 import torch  # noqa: F401  (imported once here; children inherit it)
 import RestrictedPython  # noqa: F401
 
-from sandbox import _oslayers as osl
-from sandbox import _proto
-from sandbox._facade import PolicyViolation, build_env
-from sandbox._policy import _Reject, compile_candidate
+from selfdev.sandbox import _oslayers as osl
+from selfdev.sandbox import _proto
+from selfdev.sandbox._facade import PolicyViolation, build_env
+from selfdev.sandbox._policy import _Reject, compile_candidate
 
 DTYPES = {
     "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,

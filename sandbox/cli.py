@@ -22,7 +22,7 @@ def sandbox_cli():
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
 def doctor_cmd(as_json: bool):
     """Show which isolation layers are active on this kernel."""
-    from sandbox import doctor
+    from selfdev.sandbox import doctor
     rep = doctor()
     if as_json:
         click.echo(json.dumps(rep, indent=2, sort_keys=True))
@@ -92,7 +92,7 @@ def run_cmd(candidate, base_path, experts, out_path, timeout, memory_mb, as_json
     out_dir = os.path.dirname(os.path.abspath(out_path))
     if not os.path.isdir(out_dir):
         _fail(f"output directory does not exist: {out_dir}")
-    from sandbox import Sandbox, SandboxUnavailable
+    from selfdev.sandbox import Sandbox, SandboxUnavailable
     try:
         with Sandbox(base, tvs, timeout=timeout, memory_mb=memory_mb) as sb:
             res = sb.run(code)

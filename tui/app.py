@@ -8,8 +8,8 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
-from tui.commands import SelfdevCommands
-from tui.data import Clock, utc_now
+from selfdev.tui.commands import SelfdevCommands
+from selfdev.tui.data import Clock, utc_now
 
 
 class SelfdevApp(App[None]):
@@ -34,7 +34,7 @@ class SelfdevApp(App[None]):
                  poll_interval: float = 0.5, runs_refresh: float = 2.0) -> None:
         super().__init__()
         if isinstance(store, (str, os.PathLike)):
-            from store import EventStore
+            from selfdev.store import EventStore
 
             store = EventStore(store, readonly=True)
             self._owns_store = True
@@ -53,7 +53,7 @@ class SelfdevApp(App[None]):
         return Path(self.store.path).name
 
     def on_mount(self) -> None:
-        from tui.screens.runs import RunsScreen
+        from selfdev.tui.screens.runs import RunsScreen
 
         self.push_screen(RunsScreen(self.store, refresh_every=self.runs_refresh))
         if self.start_run:
@@ -64,12 +64,12 @@ class SelfdevApp(App[None]):
             self.store.close()
 
     def open_run(self, run_id: str) -> None:
-        from tui.screens.run import RunScreen
+        from selfdev.tui.screens.run import RunScreen
 
         self.push_screen(RunScreen(self.store, run_id, poll_interval=self.poll_interval))
 
     def action_help(self) -> None:
-        from tui.screens.help import HelpScreen
+        from selfdev.tui.screens.help import HelpScreen
 
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())

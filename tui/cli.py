@@ -1,9 +1,15 @@
-"""``selfdev tui [RUN] [--db PATH]``: the click command (the root CLI adds it)."""
+"""``selfdev tui [RUN] [--db PATH]``: the click command, a built-in plugin.
+
+The engine reaches it only through ``DEFAULT_PLUGINS``; its ``register_commands`` hook adds the
+command to the root CLI. textual is imported when the command runs, not before.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
 import click
+
+from selfdev.engine.hookspecs import hookimpl
 
 INSTALL_HINT = "the TUI needs the `tui` extra: pip install 'selfdev[tui]'"
 
@@ -26,9 +32,9 @@ def tui_cmd(run_ref: str | None, db: Path | None) -> None:
         raise SystemExit(1)
     import sqlite3
 
-    from engine.api import SelfdevError
-    from engine.cli import open_store, resolve_run
-    from store import StoreError
+    from selfdev.engine.api import SelfdevError
+    from selfdev.engine.runs import open_store, resolve_run
+    from selfdev.store import StoreError
 
     try:
         store = open_store(db, readonly=True)
@@ -41,10 +47,15 @@ def tui_cmd(run_ref: str | None, db: Path | None) -> None:
     except SelfdevError as exc:
         store.close()
         raise click.ClickException(str(exc)) from exc
-    from tui.app import SelfdevApp
+    from selfdev.tui.app import SelfdevApp
 
     app = SelfdevApp(store, run_id)
     try:
         app.run()
     finally:
         store.close()
+
+
+@hookimpl
+def register_commands(cli):
+    cli.add_command(tui_cmd)

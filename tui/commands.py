@@ -11,9 +11,9 @@ class SelfdevCommands(Provider):
     """``run: …`` commands on a run screen, ``runs: …`` on the runs list, ``app: …`` always."""
 
     def commands(self) -> list[tuple[str, Callable[[], Any], str]]:
-        from tui.screens.candidate import CandidateScreen
-        from tui.screens.run import PANES, RunScreen
-        from tui.screens.runs import RunsScreen
+        from selfdev.tui.screens.candidate import CandidateScreen
+        from selfdev.tui.screens.run import PANES, RunScreen
+        from selfdev.tui.screens.runs import RunsScreen
 
         screen = self.screen
         app: Any = self.app

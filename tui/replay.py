@@ -34,7 +34,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-from engine.state import RunState, apply
+from selfdev.engine.state import RunState, apply
 
 #: event types that count as one step of "next candidate" / "next iteration"
 ITERATION_START = "iteration.started"

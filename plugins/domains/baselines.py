@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from engine.api import Baseline, derive_seed
+from selfdev import Baseline, derive_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor

@@ -20,11 +20,11 @@ import textwrap
 import time
 from typing import Any
 
-from engine.api import ConfigError, Context, cache_dir
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, Context, cache_dir
+from selfdev import hookimpl
 
-from plugins.domains.baselines import baseline_grid
-from plugins.domains.tensors import TensorDomain
+from selfdev.plugins.domains.baselines import baseline_grid
+from selfdev.plugins.domains.tensors import TensorDomain
 
 #: bump when the build changes in a way the recipe options do not capture
 RECIPE_VERSION = 1

@@ -30,8 +30,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.api import ConfigError, Domain, MergeOutcome
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, Domain, MergeOutcome
+from selfdev import hookimpl
 
 EXAMPLE = '''\
 import torch
@@ -118,7 +118,7 @@ class LMDomain(Domain):
         super().__init__(ctx)
         self.seed_dir = Path(seed_model).expanduser() if seed_model else None
         self.expert_dirs = {k: Path(v).expanduser() for k, v in _parse_experts(experts).items()}
-        from plugins.domains.lm_io import mergeable_filter
+        from selfdev.plugins.domains.lm_io import mergeable_filter
 
         self._mergeable_spec = mergeable
         self._is_mergeable = mergeable_filter(mergeable)  # validates early
@@ -148,7 +148,7 @@ class LMDomain(Domain):
         if self._prepared is not None:
             return self._prepared
         self._resolve_models()
-        from plugins.domains.lm_io import ModelDir, check_same_architecture
+        from selfdev.plugins.domains.lm_io import ModelDir, check_same_architecture
 
         if self.seed_dir is None:
             raise ConfigError("lm: seed_model (a Hugging Face model directory) is required")
@@ -207,7 +207,7 @@ class LMDomain(Domain):
     def _progress(self, desc: str, total: int | None):
         prog = getattr(self.ctx, "progress", None)
         if prog is None:
-            from engine.api import NullProgress
+            from selfdev import NullProgress
 
             prog = NullProgress()
         return prog.task(desc, total=total)
@@ -218,13 +218,13 @@ class LMDomain(Domain):
         return list(self._experts)
 
     def seed_model(self):
-        from plugins.domains.lm_model import LMModel
+        from selfdev.plugins.domains.lm_model import LMModel
 
         self.prepare()
         return LMModel(self.seed_dir, label="seed")
 
     def expert_model(self, name: str):
-        from plugins.domains.lm_model import LMModel
+        from selfdev.plugins.domains.lm_model import LMModel
 
         self.prepare()
         if name not in self.expert_dirs:
@@ -249,10 +249,10 @@ class LMDomain(Domain):
         return {"test_file": str(p)}
 
     def baselines(self):
-        from plugins.domains.lm_baselines import lm_baseline_grid
+        from selfdev.plugins.domains.lm_baselines import lm_baseline_grid
 
         try:
-            from plugins.domains.baselines import baseline_grid
+            from selfdev.plugins.domains.baselines import baseline_grid
         except ImportError:  # pragma: no cover - shared module missing
             grid = []
         else:
@@ -311,8 +311,8 @@ class LMDomain(Domain):
         return self._stream(_FunctionRunner(fn), tag, out_dir)
 
     def _memory_handle(self, merged_tv: dict[str, Any], label: str):
-        from plugins.domains.lm_io import torch_dtype
-        from plugins.domains.lm_model import LMModel
+        from selfdev.plugins.domains.lm_io import torch_dtype
+        from selfdev.plugins.domains.lm_model import LMModel
 
         infos = self._seed.tensors
         overrides = {n: (self.base[n] + merged_tv[n].to(self.base[n].dtype)).to(torch_dtype(infos[n].dtype))
@@ -322,7 +322,7 @@ class LMDomain(Domain):
     def sandbox(self):
         """The warm sandbox over all mergeable tensors (memory mode; started on first use)."""
         if self._sandbox is None:
-            from sandbox import Sandbox
+            from selfdev import Sandbox
 
             self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable),
                                     memory_mb=_sandbox_memory_mb(self.base, self.task_vectors))
@@ -342,8 +342,8 @@ class LMDomain(Domain):
         """Merge group by group, writing into ``out_dir`` (or a fresh dir under the artifacts)."""
         import torch
 
-        from plugins.domains.lm_io import ShardWriter, chunk_names, copy_model_files, torch_dtype
-        from plugins.domains.lm_model import LMModel
+        from selfdev.plugins.domains.lm_io import ShardWriter, chunk_names, copy_model_files, torch_dtype
+        from selfdev.plugins.domains.lm_model import LMModel
 
         seed, experts = self._seed, self._experts
         target = Path(out_dir) if out_dir is not None else self._merged_root() / tag
@@ -468,7 +468,7 @@ class _SandboxRunner:
         self.timeout = float(timeout)
 
     def __call__(self, base, tvs, names, t0):
-        from sandbox import Sandbox
+        from selfdev import Sandbox
 
         left = self.timeout - (time.perf_counter() - t0)
         if left <= 0:

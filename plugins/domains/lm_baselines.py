@@ -26,8 +26,8 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from engine.api import Baseline
-from plugins.domains.baselines import _stack  # one stacking rule for all baselines
+from selfdev import Baseline
+from selfdev.plugins.domains.baselines import _stack  # one stacking rule for all baselines
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor

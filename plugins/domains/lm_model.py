@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import SelfdevError
+from selfdev import SelfdevError
 
 
 @dataclass(eq=False)
@@ -63,7 +63,7 @@ class LMModel:
 
     def save(self, out_dir: str | Path, max_shard_bytes: int = 2 * 1024**3) -> Path:
         """Write a normal HF model directory (config, tokenizer, safetensors)."""
-        from plugins.domains.lm_io import ModelDir, ShardWriter, copy_model_files
+        from selfdev.plugins.domains.lm_io import ModelDir, ShardWriter, copy_model_files
 
         out = Path(out_dir)
         if out.resolve() == self.source.resolve():
@@ -85,7 +85,7 @@ class LMModel:
 
 
 def _st_to_torch(st: str):
-    from plugins.domains.lm_io import torch_dtype
+    from selfdev.plugins.domains.lm_io import torch_dtype
 
     return torch_dtype(st)
 
@@ -166,7 +166,7 @@ def _apply_overrides(model, source: Path, overrides: dict[str, Any]) -> None:
         restore = [n for n in entry["touched"] if n not in overrides]
         with torch.no_grad():
             if restore:
-                from plugins.domains.lm_io import ModelDir
+                from selfdev.plugins.domains.lm_io import ModelDir
 
                 src = ModelDir.open(source, "source")
                 for name in restore:

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
-from engine.api import Domain, MergeOutcome
+from selfdev import Domain, MergeOutcome
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import Tensor
@@ -118,7 +118,7 @@ class TensorDomain(Domain):
             if self._sandbox is None:
                 if not self.mergeable:
                     self.prepare()
-                from sandbox import Sandbox
+                from selfdev import Sandbox
 
                 self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
             return self._sandbox

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.api import ConfigError, cache_dir, cache_lock
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, cache_dir, cache_lock
+from selfdev import hookimpl
 
-from plugins.domains.lm import LMDomain
+from selfdev.plugins.domains.lm import LMDomain
 
 #: bump when the build changes in a way the recipe does not capture
 RECIPE_VERSION = 1
@@ -459,20 +459,18 @@ def run_jobs(jobs: list[dict[str, Any]], threads: int, progress=None, isolate: b
         return out
     workers = max(1, min(len(jobs), threads))
     per = max(1, threads // workers)
-    repo = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     env["OMP_NUM_THREADS"] = str(per)
-    env["PYTHONPATH"] = repo + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     results: list[dict[str, Any] | None] = [None] * len(jobs)
     errors: list[str] = []
 
     def one(i: int) -> None:
         job = dict(jobs[i], threads=per)
         task = _task(progress, job["desc"], job["steps"])
-        proc = subprocess.Popen([sys.executable, "-c", "from plugins.domains.toymath import _worker_main; _worker_main()"],
+        proc = subprocess.Popen([sys.executable, "-c", "from selfdev.plugins.domains.toymath import _worker_main; _worker_main()"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env, cwd=repo)
+                                text=True, env=env)
         err: list[str] = []
         t = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
         t.start()
@@ -498,7 +496,7 @@ def run_jobs(jobs: list[dict[str, Any]], threads: int, progress=None, isolate: b
         for th in ths:
             th.join()
         if errors:
-            from engine.api import SelfdevError
+            from selfdev import SelfdevError
 
             raise SelfdevError("toymath build failed: " + errors[0])
     return results  # type: ignore[return-value]

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from engine.api import ConfigError, Domain, Evaluator
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, Domain, Evaluator
+from selfdev import hookimpl
 
 
 class AccuracyEvaluator(Evaluator):

@@ -30,8 +30,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.api import ConfigError, Evaluator
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, Evaluator
+from selfdev import hookimpl
 
 # --------------------------------------------------------------------------- extraction
 STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
@@ -441,7 +441,7 @@ class GSM8kEvaluator(Evaluator):
             return "cpu"
 
     def generate(self, model: Any, prompts: list[str], progress_desc: str = "evaluating") -> list[str]:
-        from plugins.domains.lm_model import as_handle
+        from selfdev.plugins.domains.lm_model import as_handle
 
         spec = self._resolved or self.resolve()
         handle = as_handle(model)

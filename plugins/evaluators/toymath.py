@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
-from engine.hookspecs import hookimpl
+from selfdev import hookimpl
 
-from plugins.evaluators.gsm8k import GSM8kEvaluator
+from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
 
 
 class ToyMathEvaluator(GSM8kEvaluator):

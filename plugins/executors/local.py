@@ -10,8 +10,8 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
-from engine.api import ConfigError, Context, Executor
-from engine.hookspecs import hookimpl
+from selfdev import ConfigError, Context, Executor
+from selfdev import hookimpl
 
 
 class LocalExecutor(Executor):

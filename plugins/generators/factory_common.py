@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from engine.api import ConfigError, SelfdevError, derive_seed
+from selfdev import ConfigError, SelfdevError, derive_seed
 
 MANIFEST = "selfdev_factory.json"
 FORMAT = "selfdev-factory/1"
@@ -505,7 +505,7 @@ class LocalModelGenerator:
 
     def generate(self, prompts: list[str], n: int, temperature: float, seed: int,
                  checkpoint: Path | None = None, iteration: int = 1) -> list[Any]:
-        from engine.api import Completion
+        from selfdev import Completion
 
         loaded = self.load(checkpoint)
         set_threads(self.threads)

@@ -35,8 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from engine.api import Completion, ConfigError, Context, Generator, derive_seed
-from engine.hookspecs import hookimpl
+from selfdev import Completion, ConfigError, Context, Generator, derive_seed
+from selfdev import hookimpl
 
 SIGNATURE = ("def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, "
              "name: str) -> torch.Tensor:")

@@ -22,9 +22,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError, Context, Generator
-from engine.hookspecs import hookimpl
-from plugins.generators import factory_common as fc
+from selfdev import ConfigError, Context, Generator
+from selfdev import hookimpl
+from selfdev.plugins.generators import factory_common as fc
 
 
 class HFGenerator(fc.LocalModelGenerator, Generator):

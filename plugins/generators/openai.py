@@ -38,9 +38,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from engine.api import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
-from engine.hookspecs import hookimpl
-from plugins.generators import factory_common as fc
+from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
+from selfdev import hookimpl
+from selfdev.plugins.generators import factory_common as fc
 
 log = logging.getLogger("selfdev.generators.openai")
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.api import Completion, ConfigError, Context, Generator
-from engine.hookspecs import hookimpl
+from selfdev import Completion, ConfigError, Context, Generator
+from selfdev import hookimpl
 
 
 class ReplayGenerator(Generator):
@@ -21,7 +21,7 @@ class ReplayGenerator(Generator):
             raise ConfigError("config: [generator] replay needs db = \"PATH\" for an in-memory run")
 
     def generate(self, prompts, n, temperature, seed, checkpoint=None, iteration=1):
-        from store import EventStore
+        from selfdev import EventStore
 
         with EventStore(self.db, readonly=True) as store:
             if self.run not in store.run_ids():

@@ -35,9 +35,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError, Context, Generator, SelfdevError, cache_lock, derive_seed
-from engine.hookspecs import hookimpl
-from plugins.generators import factory_common as fc
+from selfdev import ConfigError, Context, Generator, SelfdevError, cache_lock, derive_seed
+from selfdev import hookimpl
+from selfdev.plugins.generators import factory_common as fc
 
 HEADER = "<merge_models>"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", HEADER]
@@ -119,7 +119,7 @@ def canonical_names(code: str) -> str:
     import tokenize
 
     try:
-        from plugins.generators.grammar import NAMINGS
+        from selfdev.plugins.generators.grammar import NAMINGS
     except ImportError:  # pragma: no cover
         return code
     target = NAMINGS[0]
@@ -148,7 +148,7 @@ def corpus_programs(spec: TinySpec) -> list[str]:
     (``strip_docstrings = False`` keeps them; comments always stay). ``canonical_names`` is for
     the test size (see ``canonical_names``)."""
     try:
-        from plugins.generators.grammar import corpus
+        from selfdev.plugins.generators.grammar import corpus
     except ImportError as exc:  # pragma: no cover - the grammar plugin ships with selfdev
         raise SelfdevError(f"the tiny factory needs the grammar generator's corpus: {exc}") from None
     programs = corpus(spec.corpus_size, spec.corpus_seed, temperature=spec.corpus_temperature)
@@ -414,7 +414,7 @@ def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: 
     With a ``domain`` (and ``evaluator``), every program also runs in the sandbox: the
     executable rate and the mean dev score of the executable ones.
     """
-    from plugins.prompting import candidate_code, program_keys, screen_code
+    from selfdev.plugins.prompting import candidate_code, program_keys, screen_code
 
     prompt = "(the tiny factory does not read the prompt)"
     completions = generator.generate([prompt], samples, temperature, seed, checkpoint=checkpoint)
@@ -496,7 +496,7 @@ def _stats_command() -> Any:
         speed and the build report."""
         import click as _click
 
-        from engine.api import NullProgress, selfdev_home
+        from selfdev import NullProgress, selfdev_home
 
         home = selfdev_home()
         ctx = Context(run_id="factory-stats", seed=seed, home=home,
@@ -507,7 +507,7 @@ def _stats_command() -> Any:
         ready = time.perf_counter() - t0
         dom = evaluator = None
         if domain:
-            from engine.plugins import get_registry
+            from selfdev import get_registry
 
             registry = get_registry()
             dom = registry.get("domain", domain)(ctx)

@@ -26,9 +26,9 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from engine.api import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
-from engine.hookspecs import hookimpl
-from plugins.generators import factory_common as fc
+from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
+from selfdev import hookimpl
+from selfdev.plugins.generators import factory_common as fc
 
 MISSING = ("the vllm generator needs vLLM, which is not installed here (it needs a CUDA GPU): "
            "pip install 'selfdev[vllm]' on a GPU machine, or use generator \"hf\"")
@@ -80,7 +80,7 @@ class VLLMGenerator(Generator):
     def initial_checkpoint(self) -> Path:
         if self.adapter is None:
             return self.model_path
-        from plugins.generators.hf import HFGenerator
+        from selfdev.plugins.generators.hf import HFGenerator
 
         return HFGenerator(self.ctx, model=str(self.model_path),
                            adapter=str(self.adapter)).initial_checkpoint()

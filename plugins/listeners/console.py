@@ -1,14 +1,15 @@
 """The console listener: rich progress bars while a run goes, one line per iteration.
 
-The CLI registers one ``ConsoleListener`` for the duration of a command (it is not registered on
-import, so library use and tests stay quiet). It is also the ``Progress`` handed to components,
+The module answers the ``console_display`` hook with a new ``ConsoleListener``; the CLI registers
+that one for the duration of a command (nothing is drawn on import, so library use and tests stay
+quiet). It is also the ``Progress`` handed to components,
 so model building, baselines and candidate execution all draw bars in the same display.
 """
 from __future__ import annotations
 
 from typing import Any
 
-from engine.hookspecs import hookimpl
+from selfdev import hookimpl
 
 
 class _Task:
@@ -78,3 +79,8 @@ class ConsoleListener:
             self.console.print(f"factory refined by {p['optimizer']}: {shown}")
         elif event.type == "run.failed":
             self.console.print(f"[red]run failed:[/] {p['reason']}")
+
+
+@hookimpl
+def console_display() -> ConsoleListener:
+    return ConsoleListener()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.api import Optimizer, Pair, Refinement
-from engine.hookspecs import hookimpl
+from selfdev import Optimizer, Pair, Refinement
+from selfdev import hookimpl
 
 
 class NoneOptimizer(Optimizer):

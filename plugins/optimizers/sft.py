@@ -22,10 +22,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
-from engine.hookspecs import hookimpl
-from plugins.generators import factory_common as fc
-from plugins.optimizers import trainer_common as tc
+from selfdev import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
+from selfdev import hookimpl
+from selfdev.plugins.generators import factory_common as fc
+from selfdev.plugins.optimizers import trainer_common as tc
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.api import ConfigError, Context, Pair, derive_seed
-from plugins.generators import factory_common as fc
+from selfdev import ConfigError, Context, Pair, derive_seed
+from selfdev.plugins.generators import factory_common as fc
 
 
 @dataclass

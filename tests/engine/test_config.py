@@ -1,8 +1,8 @@
 import pytest
 
-from engine.api import ConfigError
-from engine.config import TemperatureSection, check_options, from_dict, load
-from plugins.executors.local import LocalExecutor
+from selfdev.engine.api import ConfigError
+from selfdev.engine.config import TemperatureSection, check_options, from_dict, load
+from selfdev.plugins.executors.local import LocalExecutor
 
 
 def test_defaults_are_the_papers():

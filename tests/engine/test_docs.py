@@ -1,6 +1,6 @@
 from pathlib import Path
 
-from engine.events import EVENT_TYPES
+from selfdev.engine.events import EVENT_TYPES
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 

@@ -5,7 +5,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from engine.cli import cli
+from selfdev.engine.cli import cli
 
 
 def invoke(*args):
@@ -83,7 +83,7 @@ def test_unknown_run_and_missing_db(tmp_path, demo_db):
 
 
 def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
-    from store import EventStore
+    from selfdev.store import EventStore
 
     db = tmp_path / "runs.db"
     with EventStore(db, writer="holder-under-test"):

@@ -9,8 +9,8 @@ import textwrap
 import pytest
 
 PLUGIN = textwrap.dedent('''
-    from engine import hookimpl
-    from engine.api import Optimizer
+    from selfdev.engine import hookimpl
+    from selfdev.engine.api import Optimizer
 
     class Shuffle(Optimizer):
         name = "example-shuffle"
@@ -36,7 +36,7 @@ def plugins_json(site, allow):
     env.pop("SELFDEV_LOAD_PLUGINS", None)
     if allow is not None:
         env["SELFDEV_LOAD_PLUGINS"] = allow
-    out = subprocess.run([sys.executable, "-m", "engine", "plugins", "--json"], env=env,
+    out = subprocess.run([sys.executable, "-m", "selfdev.engine", "plugins", "--json"], env=env,
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     return {p["name"]: p for p in json.loads(out.stdout)}

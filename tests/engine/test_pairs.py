@@ -1,7 +1,7 @@
 """The preference-pair rule, the final selection and next_step, on hand-built states."""
-from engine.config import from_dict
-from engine.loop import build_pairs, next_step, top_k
-from engine.state import CandidateState, IterationState, RunState
+from selfdev.engine.config import from_dict
+from selfdev.engine.loop import build_pairs, next_step, top_k
+from selfdev.engine.state import CandidateState, IterationState, RunState
 
 
 def state_with(scores_by_iteration):

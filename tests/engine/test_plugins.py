@@ -4,9 +4,9 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from engine import hookimpl
-from engine.api import ConfigError, Domain, Evaluator, Executor, Generator, Optimizer
-from engine.plugins import builtin_modules, get_registry, plugins_info, pm
+from selfdev.engine import hookimpl
+from selfdev.engine.api import ConfigError, Domain, Evaluator, Executor, Generator, Optimizer
+from selfdev.engine.plugins import DEFAULT_PLUGINS, get_registry, plugin_name, plugins_info, pm
 
 
 class ThirdPartyGen(Generator):
@@ -78,8 +78,10 @@ def test_builtins_are_registered_through_the_same_hooks():
     assert "replay" in registry.names("generator")
     assert "none" in registry.names("optimizer")
     assert "local" in registry.names("executor")
-    assert registry.get("optimizer", "none").plugin == "plugins.optimizers.none"
-    assert all(m.startswith("plugins.") for m in builtin_modules())
+    assert registry.get("optimizer", "none").plugin == "selfdev.plugins.optimizers.none"
+    assert all(m.startswith("selfdev.") for m in DEFAULT_PLUGINS)
+    registered = {plugin_name(p) for p in pm.get_plugins()}
+    assert set(DEFAULT_PLUGINS) <= registered
 
 
 def test_duplicate_names_are_refused_naming_both_plugins():
@@ -95,7 +97,7 @@ def test_duplicate_names_are_refused_naming_both_plugins():
         with pytest.raises(ConfigError) as exc:
             get_registry()
         assert "duplicate optimizer name 'none'" in str(exc.value)
-        assert "plugins.optimizers.none" in str(exc.value) and "dup-plugin" in str(exc.value)
+        assert "selfdev.plugins.optimizers.none" in str(exc.value) and "dup-plugin" in str(exc.value)
     finally:
         pm.unregister(name="dup-plugin")
 
@@ -120,16 +122,16 @@ def test_unknown_name_lists_the_allowed():
 
 
 def test_plugins_json(third_party):
-    from engine.cli import cli
+    from selfdev.engine.cli import cli
 
     result = CliRunner().invoke(cli, ["plugins", "--json"])
     assert result.exit_code == 0, result.output
     info = {p["name"]: p for p in json.loads(result.output)}
     assert info["third-party"]["components"]["generator"] == ["third-party-gen"]
     assert "register_domains" in info["third-party"]["hooks"]
-    assert info["plugins.optimizers.none"]["components"] == {"optimizer": ["none"]}
+    assert info["selfdev.plugins.optimizers.none"]["components"] == {"optimizer": ["none"]}
 
 
 def test_plugins_info_matches_registry():
     names = {p["name"] for p in plugins_info()}
-    assert "plugins.executors.local" in names
+    assert "selfdev.plugins.executors.local" in names

@@ -9,13 +9,13 @@ import time
 
 import pytest
 
-from store import EventStore
+from selfdev.store import EventStore
 
 ARGS = ["--generator", "grammar", "--optimizer", "none", "--iterations", "2", "--candidates", "16", "--seed", "3", "--quiet", "--json"]
 
 
 def selfdev(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "engine", *args], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "selfdev.engine", *args], capture_output=True,
                           text=True, timeout=600, **kw)
 
 
@@ -48,7 +48,7 @@ def count_events(db):
 @pytest.mark.parametrize("kill_at", [1, 25, 60])
 def test_kill_9_then_resume(tmp_path, reference, kill_at):
     db = tmp_path / "runs.db"
-    proc = subprocess.Popen([sys.executable, "-m", "engine", "demo", "--db", str(db), *ARGS],
+    proc = subprocess.Popen([sys.executable, "-m", "selfdev.engine", "demo", "--db", str(db), *ARGS],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while count_events(db) < kill_at and proc.poll() is None and time.time() < deadline:

@@ -3,13 +3,13 @@ import json
 
 import pytest
 
-from engine import hookimpl
-from engine.api import Completion, Generator, SelfdevError
-from engine.config import from_dict
-from engine.loop import Runner, run_config
-from engine.plugins import pm
-from engine.report import summary
-from store import EventStore
+from selfdev.engine import hookimpl
+from selfdev.engine.api import Completion, Generator, SelfdevError
+from selfdev.engine.config import from_dict
+from selfdev.engine.loop import Runner, run_config
+from selfdev.engine.plugins import pm
+from selfdev.engine.report import summary
+from selfdev.store import EventStore
 
 TA = '''
 import torch

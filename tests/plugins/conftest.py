@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.api import Context, NullProgress
+from selfdev.engine.api import Context, NullProgress
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def make_ctx(digits_home):
 @pytest.fixture(scope="session")
 def digits(digits_home, make_ctx):
     """The default digits domain (seed 0), prepared once; its sandbox is closed at the end."""
-    from plugins.domains.digits import DigitsDomain
+    from selfdev.plugins.domains.digits import DigitsDomain
 
     mp = pytest.MonkeyPatch()
     mp.setenv("SELFDEV_HOME", str(digits_home))
@@ -38,7 +38,7 @@ def digits(digits_home, make_ctx):
 
 @pytest.fixture(scope="session")
 def accuracy(make_ctx):
-    from plugins.evaluators.accuracy import AccuracyEvaluator
+    from selfdev.plugins.evaluators.accuracy import AccuracyEvaluator
 
     return AccuracyEvaluator(make_ctx())
 

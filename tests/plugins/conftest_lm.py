@@ -19,7 +19,7 @@ _FAMILY: dict = {}
 
 def _build_family() -> dict:
     if not _FAMILY:
-        from plugins.domains.toymath import build_family
+        from selfdev.plugins.domains.toymath import build_family
 
         home = Path(os.environ["SELFDEV_HOME"])
         # in-process (no worker start-up); the worker path is covered by test_toymath
@@ -47,7 +47,7 @@ def make_tiny_llama(path: Path, seed: int = 0, hidden: int = 32, layers: int = 2
     import torch
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
-    from plugins.domains.toymath import build_tokenizer
+    from selfdev.plugins.domains.toymath import build_tokenizer
 
     tok = build_tokenizer()
     torch.manual_seed(seed)

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from engine.api import ConfigError, Domain
-from engine.plugins import get_registry
-from plugins.evaluators.accuracy import AccuracyEvaluator
+from selfdev.engine.api import ConfigError, Domain
+from selfdev.engine.plugins import get_registry
+from selfdev.plugins.evaluators.accuracy import AccuracyEvaluator
 
 
 class TinyDomain(Domain):

@@ -5,8 +5,8 @@ import pickle
 import pytest
 import torch
 
-from engine.api import Baseline
-from plugins.domains.baselines import (average, baseline_grid, dare, dare_ties, task_arithmetic,
+from selfdev.engine.api import Baseline
+from selfdev.plugins.domains.baselines import (average, baseline_grid, dare, dare_ties, task_arithmetic,
                                        ties, trim_top_k)
 
 

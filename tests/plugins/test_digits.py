@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.api import ConfigError, MergeOutcome
-from engine.plugins import get_registry
-from plugins.domains.baselines import task_arithmetic, ties
-from plugins.domains.digits import EXAMPLE, DigitsDomain
-from plugins.domains.tensors import TensorDomain
+from selfdev.engine.api import ConfigError, MergeOutcome
+from selfdev.engine.plugins import get_registry
+from selfdev.plugins.domains.baselines import task_arithmetic, ties
+from selfdev.plugins.domains.digits import EXAMPLE, DigitsDomain
+from selfdev.plugins.domains.tensors import TensorDomain
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,8 +181,9 @@ def test_baselines(digits):
 
 def test_registered_and_cheap_to_import():
     assert get_registry().get("domain", "digits") is DigitsDomain
-    code = ("import sys; import plugins.domains.digits, plugins.domains.baselines, "
-            "plugins.domains.tensors, plugins.evaluators.accuracy, plugins.generators.grammar; "
+    code = ("import sys; import selfdev.plugins.domains.digits, selfdev.plugins.domains.baselines, "
+            "selfdev.plugins.domains.tensors, selfdev.plugins.evaluators.accuracy, "
+            "selfdev.plugins.generators.grammar; "
             "heavy = [m for m in ('torch', 'sklearn', 'numpy', 'safetensors') if m in sys.modules]; "
             "print(heavy); sys.exit(1 if heavy else 0)")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -243,7 +244,7 @@ def merge_models(task_vectors, base, name):
 
 @pytest.fixture(scope="module")
 def sandboxed(digits):
-    from sandbox import SandboxUnavailable
+    from selfdev.sandbox import SandboxUnavailable
 
     try:
         digits.sandbox()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress
+from selfdev.engine.api import ConfigError, Context, NullProgress
 
 CHAT = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}assistant:{% endif %}")
@@ -16,7 +16,7 @@ CHAT = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %
 
 @pytest.fixture(scope="session")
 def tiny_factory(tmp_path_factory) -> Path:
-    from plugins.generators.tiny import ensure_factory
+    from selfdev.plugins.generators.tiny import ensure_factory
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return ensure_factory(tmp_path_factory.getbasetemp() / "tiny-factory-home", "test", threads=1)
@@ -50,7 +50,7 @@ def ctx(tmp_path) -> Context:
 
 
 def test_plain_model_reads_the_prompt(ctx, hf_model):
-    from plugins.generators.hf import HFGenerator
+    from selfdev.plugins.generators.hf import HFGenerator
 
     gen = HFGenerator(ctx, model=str(hf_model), max_new_tokens=24, threads=1, top_p=1.0)
     assert gen.initial_checkpoint() == hf_model
@@ -64,7 +64,7 @@ def test_plain_model_reads_the_prompt(ctx, hf_model):
 
 
 def test_chat_template_is_applied(ctx, chat_model):
-    from plugins.generators.hf import HFGenerator
+    from selfdev.plugins.generators.hf import HFGenerator
 
     gen = HFGenerator(ctx, model=str(chat_model), system="Be brief.", max_new_tokens=8, threads=1)
     assert gen.format_prompt("Write merge_models.") == (
@@ -80,8 +80,8 @@ def test_adapter_is_applied(ctx, hf_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from plugins.generators import factory_common as fc
-    from plugins.generators.hf import HFGenerator
+    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.generators.hf import HFGenerator
 
     torch.manual_seed(0)
     base = AutoModelForCausalLM.from_pretrained(str(hf_model))
@@ -104,13 +104,13 @@ def test_adapter_is_applied(ctx, hf_model, tmp_path):
 
 
 def test_config_errors(ctx, tmp_path):
-    from plugins.generators.hf import HFGenerator
+    from selfdev.plugins.generators.hf import HFGenerator
 
     with pytest.raises(ConfigError, match="needs model"):
         HFGenerator(ctx)
     with pytest.raises(ConfigError, match="config.json"):
         HFGenerator(ctx, model=str(tmp_path))
-    from plugins.generators.factory_common import chat_option
+    from selfdev.plugins.generators.factory_common import chat_option
 
     with pytest.raises(ConfigError, match="chat_template"):
         chat_option("generator", "maybe")

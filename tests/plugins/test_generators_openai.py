@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress, SelfdevError
-from plugins.generators.openai import OpenAIGenerator
+from selfdev.engine.api import ConfigError, Context, NullProgress, SelfdevError
+from selfdev.plugins.generators.openai import OpenAIGenerator
 
 KEY = "sk-test-7f3a9c1e-never-log-me"
 

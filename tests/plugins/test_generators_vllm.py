@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import Context, NullProgress, SelfdevError
-from plugins.generators import vllm as vllm_plugin
+from selfdev.engine.api import Context, NullProgress, SelfdevError
+from selfdev.plugins.generators import vllm as vllm_plugin
 
 
 @pytest.fixture
@@ -35,9 +35,9 @@ def test_really_missing_here(ctx):
 
 def test_cli_prints_one_line(tmp_path):
     """Through the CLI: `selfdev demo --generator vllm` style failures print `error: ...` once."""
-    code = ("import sys; from engine.api import Context, NullProgress, SelfdevError\n"
+    code = ("import sys; from selfdev.engine.api import Context, NullProgress, SelfdevError\n"
             "from pathlib import Path\n"
-            "from plugins.generators import vllm as v\n"
+            "from selfdev.plugins.generators import vllm as v\n"
             "v.vllm_available = lambda: False\n"
             "try:\n"
             "    v.VLLMGenerator(Context('t', 0, Path('.'), Path('.'), NullProgress()), model='m')\n"
@@ -111,7 +111,7 @@ def model_dir(tmp_path_factory):
     import os
     import shutil
 
-    from plugins.generators.tiny import ensure_factory
+    from selfdev.plugins.generators.tiny import ensure_factory
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     factory = ensure_factory(tmp_path_factory.getbasetemp() / "tiny-factory-home", "test",
@@ -122,7 +122,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_requests_seeds_and_lora_per_iteration(ctx, fake_vllm, model_dir, tmp_path):
-    from plugins.generators import factory_common as fc
+    from selfdev.plugins.generators import factory_common as fc
 
     gen = vllm_plugin.VLLMGenerator(ctx, model=str(model_dir), max_new_tokens=32, top_p=0.9)
     out = gen.generate(["Write merge_models."], 3, 1.1, seed=5)

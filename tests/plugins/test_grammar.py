@@ -5,9 +5,9 @@ import re
 import pytest
 import torch
 
-from engine.api import Completion, ConfigError
-from engine.plugins import get_registry
-from plugins.generators.grammar import BROKEN_KINDS, GrammarGenerator, corpus
+from selfdev.engine.api import Completion, ConfigError
+from selfdev.engine.plugins import get_registry
+from selfdev.plugins.generators.grammar import BROKEN_KINDS, GrammarGenerator, corpus
 
 FENCE = re.compile(r"```python\n(.*?)```", re.S)
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress
-from plugins.evaluators.gsm8k import (
+from selfdev.engine.api import ConfigError, Context, NullProgress
+from selfdev.plugins.evaluators.gsm8k import (
     INVALID, GSM8kEvaluator, answers_match, build_prompt, default_gsm8k_dir, extract_flexible,
     extract_strict, gold_answer, load_jsonl, normalize_answer, score_outputs, truncate_at_stops)
 
@@ -138,7 +138,7 @@ def test_bad_options_are_config_errors(tmp_path):
 
 
 def test_vllm_backend_gives_a_clear_message_without_vllm_or_gpu():
-    from plugins.evaluators.gsm8k import vllm_available
+    from selfdev.plugins.evaluators.gsm8k import vllm_available
 
     ok, why = vllm_available()
     if ok:  # pragma: no cover - only on a GPU machine with vllm

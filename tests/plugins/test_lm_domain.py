@@ -11,11 +11,11 @@ pytest.importorskip("transformers")
 
 from conftest_lm import make_tiny_llama, tiny_llama  # noqa: E402,F401
 
-from engine.api import ConfigError, Context, NullProgress  # noqa: E402
-from plugins.domains.baselines import average, task_arithmetic  # noqa: E402
-from plugins.domains.lm import LMDomain  # noqa: E402
-from plugins.domains.lm_io import INDEX_FILE, ModelDir, ShardWriter, mergeable_filter  # noqa: E402
-from plugins.domains.lm_model import LMModel  # noqa: E402
+from selfdev.engine.api import ConfigError, Context, NullProgress  # noqa: E402
+from selfdev.plugins.domains.baselines import average, task_arithmetic  # noqa: E402
+from selfdev.plugins.domains.lm import LMDomain  # noqa: E402
+from selfdev.plugins.domains.lm_io import INDEX_FILE, ModelDir, ShardWriter, mergeable_filter  # noqa: E402
+from selfdev.plugins.domains.lm_model import LMModel  # noqa: E402
 
 AVERAGE = '''
 import torch
@@ -68,7 +68,7 @@ def test_shard_writer_writes_an_index_transformers_can_load(tmp_path):
     src = make_tiny_llama(tmp_path / "src")
     tensors = st(src)
     out = tmp_path / "out"
-    from plugins.domains.lm_io import copy_model_files
+    from selfdev.plugins.domains.lm_io import copy_model_files
 
     copy_model_files(src, out)
     w = ShardWriter(out, max_shard_bytes=30_000)
@@ -85,7 +85,7 @@ def test_shard_writer_writes_an_index_transformers_can_load(tmp_path):
 
 
 def test_mergeable_selector():
-    from plugins.domains.lm_io import TensorInfo
+    from selfdev.plugins.domains.lm_io import TensorInfo
 
     f = TensorInfo("x", (2,), "F32", "f")
     i = TensorInfo("x", (2,), "I64", "f")
@@ -259,7 +259,7 @@ def test_prompt_names_the_signature_the_experts_and_example_tensors(tmp_path, ti
 
 def test_hf_generation_is_batch_invariant_and_stops(tmp_path, tiny_llama):
     """Greedy decoding with left padding gives the same text alone and in a batch."""
-    from plugins.evaluators.gsm8k import hf_generate
+    from selfdev.plugins.evaluators.gsm8k import hf_generate
 
     seed, _ = tiny_llama()
     model, tok = LMModel(seed).load("cpu")
@@ -273,7 +273,7 @@ def test_hf_generation_is_batch_invariant_and_stops(tmp_path, tiny_llama):
 
 
 def test_gsm8k_evaluator_end_to_end_with_a_tiny_model(tmp_path, tiny_llama):
-    from plugins.evaluators.gsm8k import GSM8kEvaluator, default_gsm8k_dir
+    from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator, default_gsm8k_dir
 
     if default_gsm8k_dir() is None:
         pytest.skip("GSM8k data not found")
@@ -296,7 +296,7 @@ def test_eval_data_option_feeds_the_evaluator(tmp_path, tiny_llama):
                    eval_data=str(data))
     assert dom.eval_spec() == {"test_file": str(data / "test.jsonl"), "dev_file": str(data / "dev.jsonl")}
     assert LMDomain(ctx(tmp_path), eval_data={"test_file": "x.jsonl", "shots": 0}).eval_spec()["shots"] == 0
-    from plugins.evaluators.gsm8k import GSM8kEvaluator
+    from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
 
     ev = GSM8kEvaluator(ctx(tmp_path), shots=0, max_new_tokens=4)
     assert ev.evaluate(dom, dom.seed_model(), "dev")["n"] == 1

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress, Pair
+from selfdev.engine.api import ConfigError, Context, NullProgress, Pair
 
 PROMPT = "Write merge_models."  # the tiny factory conditions on its header, not on this
 
@@ -26,7 +26,7 @@ def factory_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_factory(factory_home) -> Path:
-    from plugins.generators.tiny import ensure_factory
+    from selfdev.plugins.generators.tiny import ensure_factory
 
     return ensure_factory(factory_home, "test", threads=1)
 
@@ -39,7 +39,7 @@ def ctx(factory_home, tmp_path) -> Context:
 
 @pytest.fixture
 def gen(ctx, tiny_factory):
-    from plugins.generators.tiny import TinyGenerator
+    from selfdev.plugins.generators.tiny import TinyGenerator
 
     return TinyGenerator(ctx, size="test", threads=1, max_new_tokens=256)
 
@@ -57,8 +57,8 @@ def build_pairs(texts: list[str], scores: list[float | None], p_w: float, p_l: f
 
 def draw(gen, digits, accuracy, n: int, temperature: float, seed: int,
          checkpoint: Path | None = None) -> tuple[list[str], list[float | None], dict]:
-    from plugins.generators.tiny import run_candidates
-    from plugins.prompting import candidate_code
+    from selfdev.plugins.generators.tiny import run_candidates
+    from selfdev.plugins.prompting import candidate_code
 
     completions = gen.generate([PROMPT], n, temperature, seed, checkpoint=checkpoint)
     texts = [c.text for c in completions]
@@ -72,7 +72,7 @@ def draw(gen, digits, accuracy, n: int, temperature: float, seed: int,
 
 def test_dpo_moves_the_factory_in_the_intended_direction(ctx, gen, tiny_factory, digits,
                                                          accuracy):
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     temperature = 1.0
     texts, scores, run_stats = draw(gen, digits, accuracy, 48, temperature, seed=11)
@@ -113,7 +113,7 @@ def test_iterative_refinement_uses_the_current_factory_as_reference(ctx, tiny_fa
                                                                     small_pairs):
     """trl would otherwise reload the *original* checkpoint as the reference (feasibility §3):
     with reference = current, trl's first logged reward margin is exactly 0 in round 2 too."""
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     opt = DPOOptimizer(ctx, threads=1, epochs=1, batch_size=4)
     first = opt.refine(tiny_factory, small_pairs, iteration=1)
@@ -131,8 +131,8 @@ def test_iterative_refinement_uses_the_current_factory_as_reference(ctx, tiny_fa
 
 def test_lora_refinement_writes_an_adapter_the_generator_applies(ctx, gen, tiny_factory,
                                                                  small_pairs):
-    from plugins.generators import factory_common as fc
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     opt = DPOOptimizer(ctx, threads=1, lora=True, lora_r=4, lora_alpha=8, learning_rate=5e-3,
                        epochs=1, batch_size=4)
@@ -150,8 +150,8 @@ def test_lora_refinement_writes_an_adapter_the_generator_applies(ctx, gen, tiny_
 
 
 def test_no_pairs_and_bad_checkpoints(ctx, tmp_path):
-    from engine.api import SelfdevError
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.engine.api import SelfdevError
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     opt = DPOOptimizer(ctx)
     with pytest.raises(ConfigError, match="local factory checkpoint"):
@@ -161,14 +161,14 @@ def test_no_pairs_and_bad_checkpoints(ctx, tmp_path):
 
 
 def test_empty_pairs_skip_training(ctx, tiny_factory):
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     result = DPOOptimizer(ctx).refine(tiny_factory, [Pair("p", "same", "same")], iteration=1)
     assert result.checkpoint is None and result.metrics["trained"] is False
 
 
 def test_option_validation(ctx):
-    from plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     with pytest.raises(ConfigError, match="reference"):
         DPOOptimizer(ctx, reference="previous")

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress, Pair
+from selfdev.engine.api import ConfigError, Context, NullProgress, Pair
 
 PROMPT = "Write merge_models."
 
 
 @pytest.fixture(scope="session")
 def tiny_factory(tmp_path_factory) -> Path:
-    from plugins.generators.tiny import ensure_factory
+    from selfdev.plugins.generators.tiny import ensure_factory
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return ensure_factory(tmp_path_factory.getbasetemp() / "tiny-factory-home", "test", threads=1)
@@ -35,8 +35,8 @@ GOOD = ("import torch\n\n\ndef merge_models(task_vectors: dict[str, torch.Tensor
 
 
 def test_sft_raises_the_likelihood_of_the_chosen(ctx, tiny_factory):
-    from plugins.generators import factory_common as fc
-    from plugins.optimizers.sft import SFTOptimizer
+    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.optimizers.sft import SFTOptimizer
 
     pairs = [Pair(PROMPT, GOOD, "import torch\nx = (", 90.0, 10.0),
              Pair(PROMPT, GOOD, "def merge_models(:", 90.0, 5.0)]
@@ -53,14 +53,14 @@ def test_sft_raises_the_likelihood_of_the_chosen(ctx, tiny_factory):
 
 
 def test_sft_skips_without_examples(ctx, tiny_factory):
-    from plugins.optimizers.sft import SFTOptimizer
+    from selfdev.plugins.optimizers.sft import SFTOptimizer
 
     result = SFTOptimizer(ctx).refine(tiny_factory, [], 1)
     assert result.checkpoint is None and result.metrics["trained"] is False
 
 
 def test_sft_presets(ctx):
-    from plugins.optimizers.sft import SFTOptimizer
+    from selfdev.plugins.optimizers.sft import SFTOptimizer
 
     opt = SFTOptimizer(ctx)
     assert opt.settings({"factory": "tiny"})[1].lora is False

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.api import ConfigError, Context, NullProgress
+from selfdev.engine.api import ConfigError, Context, NullProgress
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,7 +29,7 @@ def factory_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_factory(factory_home) -> Path:
-    from plugins.generators.tiny import ensure_factory
+    from selfdev.plugins.generators.tiny import ensure_factory
 
     return ensure_factory(factory_home, "test", threads=1)
 
@@ -42,7 +42,7 @@ def ctx(factory_home) -> Context:
 
 @pytest.fixture
 def gen(ctx, tiny_factory):
-    from plugins.generators.tiny import TinyGenerator
+    from selfdev.plugins.generators.tiny import TinyGenerator
 
     return TinyGenerator(ctx, size="test", threads=1, max_new_tokens=200)
 
@@ -61,7 +61,7 @@ def test_build_report_and_manifest(tiny_factory):
 
 
 def test_cached_build_is_reused(factory_home, tiny_factory, ctx):
-    from plugins.generators.tiny import TinyGenerator, ensure_factory
+    from selfdev.plugins.generators.tiny import TinyGenerator, ensure_factory
 
     stamp = (tiny_factory / "model.safetensors").stat().st_mtime_ns
     started = time.perf_counter()
@@ -73,7 +73,7 @@ def test_cached_build_is_reused(factory_home, tiny_factory, ctx):
 
 
 def test_cache_key_depends_on_spec_and_corpus():
-    from plugins.generators.tiny import cache_key, spec_for
+    from selfdev.plugins.generators.tiny import cache_key, spec_for
 
     a = spec_for("test")
     assert cache_key(a, ["p1", "p2"]) == cache_key(a, ["p1", "p2"])
@@ -110,7 +110,7 @@ def test_two_prompts_are_indexed(gen):
 
 
 def test_measure_reports_novelty_and_screen(gen):
-    from plugins.generators.tiny import measure
+    from selfdev.plugins.generators.tiny import measure
 
     report = measure(gen, samples=12, temperature=0.8, seed=2)
     for key in ("parsed_rate", "screen_pass_rate", "novel_rate", "novel_structure_rate",
@@ -122,7 +122,7 @@ def test_measure_reports_novelty_and_screen(gen):
 
 
 def test_program_keys_ignore_formatting_and_abstract_names():
-    from plugins.prompting import program_keys
+    from selfdev.plugins.prompting import program_keys
 
     a = "import torch\ndef merge_models(task_vectors, base, name):\n    x = 0.5\n    return x * base\n"
     b = ("import torch\n\ndef merge_models(task_vectors, base, name):\n    \"\"\"Doc.\"\"\"\n"
@@ -135,7 +135,7 @@ def test_program_keys_ignore_formatting_and_abstract_names():
 
 
 def test_options_are_validated(ctx):
-    from plugins.generators.tiny import TinyGenerator
+    from selfdev.plugins.generators.tiny import TinyGenerator
 
     with pytest.raises(ConfigError, match="size"):
         TinyGenerator(ctx, size="huge")
@@ -148,12 +148,12 @@ def test_options_are_validated(ctx):
 def test_plugins_are_registered_and_cheap_to_import():
     code = (
         "import sys\n"
-        "import plugins.generators.tiny, plugins.generators.hf, plugins.generators.vllm\n"
-        "import plugins.generators.openai, plugins.optimizers.dpo, plugins.optimizers.sft\n"
-        "import plugins.prompting\n"
+        "import selfdev.plugins.generators.tiny, plugins.generators.hf, plugins.generators.vllm\n"
+        "import selfdev.plugins.generators.openai, plugins.optimizers.dpo, plugins.optimizers.sft\n"
+        "import selfdev.plugins.prompting\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'vllm')\n"
         "         if m in sys.modules]\n"
-        "from engine.plugins import get_registry\n"
+        "from selfdev.engine.plugins import get_registry\n"
         "r = get_registry()\n"
         "print(heavy, r.names('generator'), r.names('optimizer'))\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
@@ -169,7 +169,7 @@ def test_prompt_command_shows_domain_prompt_and_factory_context(factory_home, ti
                                                                 monkeypatch):
     from click.testing import CliRunner
 
-    from engine.cli import cli
+    from selfdev.engine.cli import cli
 
     monkeypatch.setenv("SELFDEV_HOME", str(factory_home))
     result = CliRunner().invoke(cli, ["prompt", "digits", "--generator", "tiny",

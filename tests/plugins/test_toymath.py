@@ -12,11 +12,11 @@ pytest.importorskip("transformers")
 
 from conftest_lm import toymath_env, toymath_family  # noqa: E402,F401
 
-from engine.api import ConfigError, Context, NullProgress  # noqa: E402
-from plugins.domains.toymath import (  # noqa: E402
+from selfdev.engine.api import ConfigError, Context, NullProgress  # noqa: E402
+from selfdev.plugins.domains.toymath import (  # noqa: E402
     FAMILIES, ToyMathDomain, build_family, build_tokenizer, make_problems, training_text)
-from plugins.evaluators.gsm8k import extract_strict, gold_answer, score_outputs  # noqa: E402
-from plugins.evaluators.toymath import ToyMathEvaluator  # noqa: E402
+from selfdev.plugins.evaluators.gsm8k import extract_strict, gold_answer, score_outputs  # noqa: E402
+from selfdev.plugins.evaluators.toymath import ToyMathEvaluator  # noqa: E402
 
 ANNOT = re.compile(r"<<(\d+)([-+*/])(\d+)=(\d+)>>(\d+)")
 
@@ -128,7 +128,7 @@ def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name
 
 
 def test_toymath_domain_merges_and_scores(toymath_env, tmp_path):
-    from plugins.domains.baselines import average
+    from selfdev.plugins.domains.baselines import average
 
     dom = ToyMathDomain(ctx(tmp_path), size="test")
     info = dom.prepare()

@@ -32,7 +32,7 @@ def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, name
 
 @pytest.fixture
 def cli():
-    from engine.cli import cli as selfdev_cli
+    from selfdev.engine.cli import cli as selfdev_cli
 
     return selfdev_cli
 
@@ -40,7 +40,7 @@ def cli():
 def test_apply_to_unseen_toymath_experts(cli, toymath_env, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from store import EventStore
+    from selfdev.store import EventStore
 
     algo = tmp_path / "algo_a.md"
     algo.write_text(ALGO_A)

@@ -18,7 +18,7 @@ def inputs():
 @pytest.fixture(scope="module")
 def sb(inputs):
     """One warm Sandbox per test module."""
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = inputs
     with Sandbox(base, tvs, timeout=10.0) as s:
         yield s

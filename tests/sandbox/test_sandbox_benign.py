@@ -190,7 +190,7 @@ return base * 0
 
 
 def test_dtypes_other_than_float32():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base = {"h": torch.randn(8, 8).to(torch.bfloat16), "d": torch.randn(5, dtype=torch.float64),
             "i": torch.arange(6, dtype=torch.int64), "m": torch.tensor([True, False, True])}
     tvs = {"a": {k: v.clone() for k, v in base.items()}, "b": {k: v.clone() for k, v in base.items()}}

@@ -36,7 +36,7 @@ def args(d, cand, out="out.safetensors", extra=()):
 
 
 def test_cli_run_ok_writes_output(files):
-    from sandbox.cli import sandbox_cli
+    from selfdev.sandbox.cli import sandbox_cli
     d, base, tvs = files
     r = CliRunner().invoke(sandbox_cli, args(d, "good.py"))
     assert r.exit_code == 0, r.output
@@ -50,7 +50,7 @@ def test_cli_run_ok_writes_output(files):
 @pytest.mark.parametrize("cand, status", [("nan.py", "rejected"), ("evil.py", "rejected"), ("raise.py", "error"),
                                           ("loop.py", "timeout")])
 def test_cli_run_failures_write_nothing(files, cand, status):
-    from sandbox.cli import sandbox_cli
+    from selfdev.sandbox.cli import sandbox_cli
     d, _, _ = files
     out = f"out-{cand}.safetensors"
     r = CliRunner().invoke(sandbox_cli, args(d, cand, out, ("--timeout", "1")))
@@ -67,7 +67,7 @@ def test_cli_run_failures_write_nothing(files, cand, status):
     (lambda a: [x.replace("x.safetensors", "good.py") for x in a], "safetensors"),
 ])
 def test_cli_bad_input_is_one_clear_line(files, mutate, fragment):
-    from sandbox.cli import sandbox_cli
+    from selfdev.sandbox.cli import sandbox_cli
     d, _, _ = files
     r = CliRunner().invoke(sandbox_cli, mutate(args(d, "good.py", "bad.safetensors")))
     assert r.exit_code not in (0, None)
@@ -77,7 +77,7 @@ def test_cli_bad_input_is_one_clear_line(files, mutate, fragment):
 
 
 def test_cli_doctor_json():
-    from sandbox.cli import sandbox_cli
+    from selfdev.sandbox.cli import sandbox_cli
     r = CliRunner().invoke(sandbox_cli, ["doctor", "--json"])
     assert r.exit_code == 0
     rep = json.loads(r.output)
@@ -97,11 +97,11 @@ def test_real_process_with_env_secret(files, tmp_path):
     env = dict(os.environ, OPENAI_API_KEY=token, HF_TOKEN=token, PYTHONPATH=ROOT)
     a = args(d, "good.py", "real.safetensors")
     a[1] = str(cand)
-    p = subprocess.run([sys.executable, "-m", "sandbox", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-m", "selfdev.sandbox", *a], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
     obj = json.loads(p.stdout.strip().splitlines()[-1])
     assert obj["status"] == "ok" and "sandboxed module" in obj["stdout"]
     assert token not in p.stdout and token not in p.stderr
-    p = subprocess.run([sys.executable, "-m", "sandbox", "run", str(cand), "--base", str(d / "nope"), "--expert",
+    p = subprocess.run([sys.executable, "-m", "selfdev.sandbox", "run", str(cand), "--base", str(d / "nope"), "--expert",
                         "a=b", "--out", str(tmp_path / "o")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert p.returncode != 0 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1

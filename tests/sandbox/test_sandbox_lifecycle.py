@@ -14,7 +14,7 @@ def small():
 
 
 def test_doctor_reports_layers():
-    from sandbox import doctor
+    from selfdev.sandbox import doctor
     rep = doctor()
     for k in ("static", "facade", "process", "rlimits", "seccomp", "landlock", "netns"):
         assert k in rep["layers"]
@@ -28,7 +28,7 @@ def test_doctor_reports_layers():
 
 @pytest.mark.parametrize("layer", ["landlock", "seccomp", "netns"])
 def test_missing_required_layer_fails_closed(layer):
-    from sandbox import Sandbox, SandboxUnavailable
+    from selfdev.sandbox import Sandbox, SandboxUnavailable
     base, tvs = small()
     with pytest.raises(SandboxUnavailable) as ei:
         Sandbox(base, tvs, _disable_layers=[layer])
@@ -40,7 +40,7 @@ def test_missing_required_layer_fails_closed(layer):
 
 
 def test_unknown_layer_and_bad_inputs():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = small()
     with pytest.raises(ValueError):
         Sandbox(base, tvs, require=["nonsense"])
@@ -53,7 +53,7 @@ def test_unknown_layer_and_bad_inputs():
 
 
 def test_parent_is_restarted_if_it_dies_and_close_kills_it():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = small()
     sb = Sandbox(base, tvs)
     try:
@@ -75,7 +75,7 @@ def test_parent_is_restarted_if_it_dies_and_close_kills_it():
 
 
 def test_names_subset_and_timeout_override():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = make_inputs(shapes={"w": (2, 2), "skip": (2,)}, experts=("a", "b"))
     with Sandbox(base, tvs, names=["w"], timeout=5) as sb:
         res = sb.run(src("assert name == 'w'\nreturn base * 0"))
@@ -89,7 +89,7 @@ def test_names_subset_and_timeout_override():
 def test_multithreaded_children_keep_every_layer():
     """threads > 1: the warm parent stays single-threaded (namespaces and Landlock need it);
     the child's intra-op threads are created after seccomp, through clone(CLONE_THREAD)."""
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = make_inputs(shapes={"w": (256, 256)}, experts=("a", "b"))
     with Sandbox(base, tvs, threads=2) as sb:
         assert all(sb.layers.get(k) for k in ("landlock", "seccomp", "netns"))
@@ -99,7 +99,7 @@ def test_multithreaded_children_keep_every_layer():
 
 
 def test_many_tensors_and_a_large_candidate():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     shapes = {f"layer.{i}.w": (3,) for i in range(3000)}
     base, tvs = make_inputs(shapes=shapes, experts=("a", "b"))
     table = "TABLE = [" + ",".join(f"'{'ab' * 40}'" for _ in range(600)) + "]\n"
@@ -112,7 +112,7 @@ def test_many_tensors_and_a_large_candidate():
 
 
 def test_use_after_fork_of_the_owner_starts_a_separate_parent():
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = small()
     with Sandbox(base, tvs) as sb:
         assert sb.run(src("return base * 0")).status == "ok"

@@ -52,7 +52,7 @@ def canary(tmp_path_factory):
 @pytest.fixture(scope="module")
 def raw(canary):
     """A sandbox whose child runs plain Python: only the OS layers stand in the way."""
-    from sandbox import Sandbox
+    from selfdev.sandbox import Sandbox
     base, tvs = make_inputs(shapes={"w": (4, 4), "b": (4,)}, experts=("a", "b"))
     with Sandbox(base, tvs, timeout=5.0, memory_mb=512, _os_only=True) as s:
         yield s

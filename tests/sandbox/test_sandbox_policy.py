@@ -1,7 +1,7 @@
 """L1: screen() and extract_candidate(), no execution involved."""
 import pytest
 
-from sandbox import extract_candidate, screen
+from selfdev.sandbox import extract_candidate, screen
 
 GOOD = "import torch\n\ndef merge_models(task_vectors, base, name):\n    return sum(task_vectors.values())\n"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from store import EventStore, NewEvent
+from selfdev.store import EventStore, NewEvent
 
 
 @pytest.fixture(params=["memory", "wal-file"])

@@ -10,9 +10,9 @@ from hashlib import blake2b
 
 import pytest
 
-from store import canonical_json, content_hash, event_hash, new_event_id, new_event_ids, utc_now
-from store import ids as ids_module
-from store.canonical import event_hash_fields, parse_json
+from selfdev.store import canonical_json, content_hash, event_hash, new_event_id, new_event_ids, utc_now
+from selfdev.store import ids as ids_module
+from selfdev.store.canonical import event_hash_fields, parse_json
 
 
 def reference(value) -> str:

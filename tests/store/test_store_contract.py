@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from store import (
+from selfdev.store import (
     BlobNotFoundError,
     ConcurrencyError,
     EventStore,
@@ -19,7 +19,7 @@ from store import (
     canonical_json,
     content_hash,
 )
-from store import eventstore as eventstore_module
+from selfdev.store import eventstore as eventstore_module
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 

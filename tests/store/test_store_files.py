@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from store import EventStore, NewEvent, ReadOnlyError, StoreError, WriterLockedError
+from selfdev.store import EventStore, NewEvent, ReadOnlyError, StoreError, WriterLockedError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = textwrap.dedent(
     """
     import sys, time
-    from store import EventStore, NewEvent, WriterLockedError
+    from selfdev.store import EventStore, NewEvent, WriterLockedError
     path, mode = sys.argv[1], sys.argv[2]
     if mode == "hold":
         es = EventStore(path, writer="child-writer")

@@ -7,9 +7,9 @@ import sqlite3
 import pytest
 from sqlite_utils import Database
 
-from store import EventStore, NewEvent
-from store import migrations as migrations_module
-from store.migrations import MIGRATIONS, applied_migrations, migrate, pending_migrations
+from selfdev.store import EventStore, NewEvent
+from selfdev.store import migrations as migrations_module
+from selfdev.store.migrations import MIGRATIONS, applied_migrations, migrate, pending_migrations
 
 EXPECTED_COLUMNS = {
     "events": {

@@ -31,7 +31,7 @@ def run_db(tmp_path_factory) -> tuple[Path, str, str]:
             why = f"{type(exc).__name__}: {exc}"
             for suffix in ("", "-wal", "-shm"):
                 Path(str(path) + suffix).unlink(missing_ok=True)
-    from store import EventStore
+    from selfdev.store import EventStore
 
     with EventStore(path, writer="tests/tui") as store:
         run_id = synth.write_run(store, iterations=2, candidates=12, top_k=3)

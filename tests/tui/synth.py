@@ -18,7 +18,7 @@ import random
 from datetime import datetime, timedelta, timezone
 from typing import Iterator
 
-from store import EventStore, NewEvent
+from selfdev.store import EventStore, NewEvent
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=timezone.utc)
 
@@ -258,7 +258,7 @@ def write_run(
 @contextlib.contextmanager
 def deterministic_ids() -> Iterator[None]:
     """Event ids from a counter instead of the clock, so hashes repeat run after run."""
-    import store.eventstore as es_mod
+    import selfdev.store.eventstore as es_mod
 
     counter = itertools.count(1)
     original = es_mod.new_event_ids

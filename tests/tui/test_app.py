@@ -5,16 +5,16 @@ import sqlite3
 import pytest
 from tui_helpers import frozen_clock, open_run, wait_until
 
-from engine.state import fold
-from store import EventStore
-from tui.app import SelfdevApp
-from tui.screens.candidate import CandidateScreen
-from tui.screens.help import HelpScreen, binding_groups, key_names
-from tui.screens.pickers import CandidatePicker, TypeFilterScreen
-from tui.screens.run import RunScreen
-from tui.screens.runs import RunsScreen
-from tui.widgets.eventlog import EventLog
-from tui.widgets.tables import IterationTable, Leaderboard
+from selfdev.engine.state import fold
+from selfdev.store import EventStore
+from selfdev.tui.app import SelfdevApp
+from selfdev.tui.screens.candidate import CandidateScreen
+from selfdev.tui.screens.help import HelpScreen, binding_groups, key_names
+from selfdev.tui.screens.pickers import CandidatePicker, TypeFilterScreen
+from selfdev.tui.screens.run import RunScreen
+from selfdev.tui.screens.runs import RunsScreen
+from selfdev.tui.widgets.eventlog import EventLog
+from selfdev.tui.widgets.tables import IterationTable, Leaderboard
 
 
 def all_events(path, run_id):
@@ -334,7 +334,7 @@ class TestHelpAndPalette:
             await pilot.press("enter")
             await wait_until(pilot, lambda: screen.verify_result is not None, what="verify")
             assert screen.verify_result.ok
-            from tui.commands import SelfdevCommands
+            from selfdev.tui.commands import SelfdevCommands
 
             names = [name for name, _, _ in SelfdevCommands(screen).commands()]
             assert "run: play / pause" in names and "app: help (all keys)" in names

@@ -6,8 +6,8 @@ from datetime import timedelta
 import synth
 from tui_helpers import FROZEN, frozen_clock
 
-from store import EventStore
-from tui.data import fmt_duration, list_runs, writer_holder
+from selfdev.store import EventStore
+from selfdev.tui.data import fmt_duration, list_runs, writer_holder
 
 
 def test_writer_holder_follows_the_lock_and_never_takes_it(tmp_path):

@@ -7,18 +7,18 @@ from pathlib import Path
 
 from tui_helpers import engine_can_run, frozen_clock, wait_until
 
-from engine.state import fold
-from store import EventStore
-from tui.app import SelfdevApp
-from tui.screens.run import RunScreen
+from selfdev.engine.state import fold
+from selfdev.store import EventStore
+from selfdev.tui.app import SelfdevApp
+from selfdev.tui.screens.run import RunScreen
 
 REPO = Path(__file__).resolve().parents[2]
 
 ENGINE = textwrap.dedent("""
     import sys
-    from engine.config import from_dict
-    from engine.loop import run_config
-    from store import EventStore
+    from selfdev.engine.config import from_dict
+    from selfdev.engine.loop import run_config
+    from selfdev.store import EventStore
 
     cfg = from_dict({"run": {"iterations": 2, "candidates": 6, "top_k": 2},
                      "domain": {"name": "digits"}, "generator": {"name": "grammar"}})
@@ -30,7 +30,7 @@ SYNTHETIC = textwrap.dedent("""
     import sys, time
     sys.path.insert(0, sys.argv[2])
     import synth
-    from store import EventStore
+    from selfdev.store import EventStore
 
     with EventStore(sys.argv[1], writer="tests/tui follow") as store:
         def slow(version):

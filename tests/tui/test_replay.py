@@ -3,10 +3,10 @@ import random
 
 import pytest
 
-from engine import events as ev
-from engine.state import fold
-from store import EventStore
-from tui.replay import Replay, summarize
+from selfdev.engine import events as ev
+from selfdev.engine.state import fold
+from selfdev.store import EventStore
+from selfdev.tui.replay import Replay, summarize
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,8 @@ and times) with a frozen clock. Update with ``pytest tests/tui --snapshot-update
 import pytest
 from tui_helpers import frozen_clock, wait_until
 
-from tui.app import SelfdevApp
-from tui.screens.run import RunScreen
+from selfdev.tui.app import SelfdevApp
+from selfdev.tui.screens.run import RunScreen
 
 
 @pytest.fixture

@@ -16,12 +16,12 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 def command(db: Path) -> str:
     """``selfdev tui`` when the root CLI has it, else the same command as ``python -m tui``."""
-    from engine.cli import cli
+    from selfdev.engine.cli import cli
 
     if "tui" in cli.commands:
-        argv = [sys.executable, "-m", "engine", "tui", "--db", str(db)]
+        argv = [sys.executable, "-m", "selfdev.engine", "tui", "--db", str(db)]
     else:
-        argv = [sys.executable, "-m", "tui", "--db", str(db)]
+        argv = [sys.executable, "-m", "selfdev.tui", "--db", str(db)]
     return shlex.join(argv)
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tui.cli import INSTALL_HINT, tui_cmd
+from selfdev.tui.cli import INSTALL_HINT, tui_cmd
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -45,7 +45,7 @@ def test_importing_the_command_does_not_import_textual():
 
 
 def test_the_root_cli_has_it():
-    from engine.cli import cli
+    from selfdev.engine.cli import cli
 
     if "tui" not in cli.commands:
         pytest.skip("the root CLI does not add tui_cmd yet")

@@ -22,7 +22,7 @@ def frozen_clock() -> datetime:
 
 
 def small_config(iterations: int = 2, candidates: int = 12):
-    from engine.config import from_dict
+    from selfdev.engine.config import from_dict
 
     return from_dict({"run": {"iterations": iterations, "candidates": candidates, "top_k": 3},
                       "domain": {"name": "digits"}, "generator": {"name": "grammar"}})
@@ -30,8 +30,8 @@ def small_config(iterations: int = 2, candidates: int = 12):
 
 def real_run(path: Path, **kw) -> str:
     """One small real run (digits + grammar) into ``path``; returns its run id."""
-    from engine.loop import run_config
-    from store import EventStore
+    from selfdev.engine.loop import run_config
+    from selfdev.store import EventStore
 
     with EventStore(path, writer="tests/tui") as store:
         state = run_config(store, small_config(**kw))
@@ -41,12 +41,12 @@ def real_run(path: Path, **kw) -> str:
 def engine_can_run() -> str | None:
     """None when the real engine can make a digits + grammar run here, else why not."""
     try:
-        from engine import plugins
+        from selfdev.engine.plugins import get_registry
 
-        registry = plugins.get_registry()
+        registry = get_registry()
         registry.get("generator", "grammar")
         registry.get("domain", "digits")
-        import sandbox  # noqa: F401
+        from selfdev import sandbox
 
         if not hasattr(sandbox, "screen"):
             return "the sandbox package is not finished"
@@ -66,7 +66,7 @@ async def wait_until(pilot, condition, timeout: float = 15.0, what: str = "condi
 
 async def open_run(pilot, run_id: str):
     """From the runs screen, open ``run_id`` and wait until it is loaded and drawn."""
-    from tui.screens.run import RunScreen
+    from selfdev.tui.screens.run import RunScreen
 
     app = pilot.app
     await wait_until(pilot, lambda: getattr(app.screen, "loaded", False), what="runs list")

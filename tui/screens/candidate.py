@@ -14,9 +14,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from tui.data import fmt_score
-from tui.widgets.tables import top_candidates
-from tui.widgets.tabstrip import TabStrip
+from selfdev.tui.data import fmt_score
+from selfdev.tui.widgets.tables import top_candidates
+from selfdev.tui.widgets.tabstrip import TabStrip
 
 VIEWS = [("code", "Code"), ("diff", "Diff"), ("completion", "Completion"),
          ("output", "Output & metrics")]
@@ -211,7 +211,7 @@ class CandidateScreen(Screen):
         self.action_view("diff")
 
     def action_diff_other(self) -> None:
-        from tui.screens.pickers import CandidatePicker
+        from selfdev.tui.screens.pickers import CandidatePicker
 
         _, _, ranked = self._state()
         choices = [(r.candidate_id, f"{r.candidate_id}  it {r.iteration}  dev {fmt_score(r.dev)}")

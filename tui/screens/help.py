@@ -10,12 +10,12 @@ from textual.widgets import Static
 
 
 def binding_groups() -> list[tuple[str, list[Binding]]]:
-    from tui.app import SelfdevApp
-    from tui.screens.candidate import CandidateScreen
-    from tui.screens.pickers import CandidatePicker, TypeFilterScreen
-    from tui.screens.run import RunScreen
-    from tui.screens.runs import RunsScreen
-    from tui.widgets.eventlog import EventLog
+    from selfdev.tui.app import SelfdevApp
+    from selfdev.tui.screens.candidate import CandidateScreen
+    from selfdev.tui.screens.pickers import CandidatePicker, TypeFilterScreen
+    from selfdev.tui.screens.run import RunScreen
+    from selfdev.tui.screens.runs import RunsScreen
+    from selfdev.tui.widgets.eventlog import EventLog
 
     def of(cls: type) -> list[Binding]:
         return [b for b in cls.BINDINGS if isinstance(b, Binding)]

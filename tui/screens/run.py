@@ -14,15 +14,15 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
-from engine.report import status as state_status
-from tui.data import fmt_score, writer_holder
-from tui.messages import EventsLoaded, JumpTo, OpenCandidate, Verified
-from tui.replay import Replay
-from tui.widgets.eventlog import EventLog
-from tui.widgets.plot import ScorePlot
-from tui.widgets.tables import IterationTable, Leaderboard, iteration_detail, top_candidates
-from tui.widgets.tabstrip import TabStrip
-from tui.widgets.timeline import Timeline, iteration_of
+from selfdev.engine.report import status as state_status
+from selfdev.tui.data import fmt_score, writer_holder
+from selfdev.tui.messages import EventsLoaded, JumpTo, OpenCandidate, Verified
+from selfdev.tui.replay import Replay
+from selfdev.tui.widgets.eventlog import EventLog
+from selfdev.tui.widgets.plot import ScorePlot
+from selfdev.tui.widgets.tables import IterationTable, Leaderboard, iteration_detail, top_candidates
+from selfdev.tui.widgets.tabstrip import TabStrip
+from selfdev.tui.widgets.timeline import Timeline, iteration_of
 
 PANES = [("leaderboard", "Leaderboard"), ("iterations", "Iterations"), ("plot", "Plot"),
          ("events", "Events")]
@@ -169,7 +169,7 @@ class RunScreen(Screen):
         """Read the run page by page (its own read-only connection), index and fold it; then
         poll for new events every ``poll_interval`` until the run ends or the screen goes.
         Whatever arrived between two polls is taken in one go (floods coalesce)."""
-        from store import EventStore
+        from selfdev.store import EventStore
 
         store = EventStore(self.db_path, readonly=True)
         replay = self.replay
@@ -543,7 +543,7 @@ class RunScreen(Screen):
         self.query_one(EventLog).focus()
 
     def action_type_filter(self) -> None:
-        from tui.screens.pickers import TypeFilterScreen
+        from selfdev.tui.screens.pickers import TypeFilterScreen
 
         with self.replay.lock:
             counts: dict[str, int] = {}
@@ -581,7 +581,7 @@ class RunScreen(Screen):
         self.open_candidate(message.candidate_id)
 
     def open_candidate(self, candidate_id: str) -> None:
-        from tui.screens.candidate import CandidateScreen
+        from selfdev.tui.screens.candidate import CandidateScreen
 
         with self.replay.lock:
             if candidate_id not in self.replay.state.candidates:
@@ -631,7 +631,7 @@ class RunScreen(Screen):
 
     @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
     def _verify(self) -> None:
-        from store import EventStore
+        from selfdev.store import EventStore
 
         with EventStore(self.db_path, readonly=True) as store:
             result = store.verify(self.run_id)

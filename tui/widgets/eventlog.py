@@ -15,8 +15,8 @@ from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from tui.messages import JumpTo, OpenCandidate
-from tui.replay import EventIndex
+from selfdev.tui.messages import JumpTo, OpenCandidate
+from selfdev.tui.replay import EventIndex
 
 
 class EventLog(ScrollView, can_focus=True):

@@ -6,7 +6,7 @@ from typing import Any
 
 from textual_plotext import PlotextPlot
 
-from engine.state import RunState
+from selfdev.engine.state import RunState
 
 #: one marker per iteration (cycled), so iterations differ by shape, not only by colour
 ITER_MARKERS = ("•", "+", "x", "o", "*", "^")
@@ -18,7 +18,7 @@ DRAWN = set(BASELINE_MARKERS)
 
 def baseline_lines(state: RunState) -> list[tuple[str, float]]:
     """Seed, the best expert and the best of each swept method, by dev score."""
-    from engine.report import SWEPT
+    from selfdev.engine.report import SWEPT
 
     groups: dict[str, float] = {}
     for b in state.baselines.values():

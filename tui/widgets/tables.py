@@ -9,8 +9,8 @@ from typing import Any, Iterable
 from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
-from engine.state import CandidateState, RunState
-from tui.data import fmt_score
+from selfdev.engine.state import CandidateState, RunState
+from selfdev.tui.data import fmt_score
 
 #: rows the leaderboard shows (the header says how many are scored in all)
 LEADERBOARD_ROWS = 50

@@ -8,7 +8,7 @@ from textual import events
 from textual.reactive import reactive
 from textual.widget import Widget
 
-from tui.messages import JumpTo
+from selfdev.tui.messages import JumpTo
 
 
 class Timeline(Widget):

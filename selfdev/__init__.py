@@ -1,0 +1,115 @@
+"""selfdev's public door: everything a plugin needs, from one module.
+
+A plugin imports this and nothing deeper, as llm's plugins do ``import llm``::
+
+    import selfdev
+
+    class Greedy(selfdev.Generator):
+        name = "greedy"
+        ...
+
+    @selfdev.hookimpl
+    def register_generators(register):
+        register(Greedy)
+
+The names resolve lazily (PEP 562), so ``import selfdev`` costs nothing: the sandbox's jailed
+child imports ``selfdev.sandbox`` through this package and must not pull in the engine, and
+``selfdev --help`` stays fast. The subpackages (``selfdev.engine``, ``selfdev.plugins``,
+``selfdev.sandbox``, ``selfdev.store``, ``selfdev.tui``) are the repository's top-level folders,
+installed under this namespace; only the names below are a promise to plugin authors.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+#: public name -> the module that defines it
+_EXPORTS: dict[str, str] = {
+    # hooks and the component registry
+    "hookimpl": "selfdev.engine.hookspecs",
+    "get_registry": "selfdev.engine.plugins",
+    "Registry": "selfdev.engine.plugins",
+    # component kinds (subclass one, register it from a register_* hook)
+    "Component": "selfdev.engine.api",
+    "Generator": "selfdev.engine.api",
+    "Domain": "selfdev.engine.api",
+    "Evaluator": "selfdev.engine.api",
+    "Optimizer": "selfdev.engine.api",
+    "Executor": "selfdev.engine.api",
+    "Options": "selfdev.engine.options",
+    "Field": "selfdev.engine.options",
+    # values components exchange with the engine
+    "Context": "selfdev.engine.api",
+    "Completion": "selfdev.engine.api",
+    "Pair": "selfdev.engine.api",
+    "Refinement": "selfdev.engine.api",
+    "MergeOutcome": "selfdev.engine.api",
+    "Baseline": "selfdev.engine.api",
+    "Progress": "selfdev.engine.api",
+    "ProgressTask": "selfdev.engine.api",
+    "NullProgress": "selfdev.engine.api",
+    # errors the CLI prints as one line
+    "SelfdevError": "selfdev.engine.api",
+    "ConfigError": "selfdev.engine.api",
+    # helpers
+    "selfdev_home": "selfdev.engine.api",
+    "cache_dir": "selfdev.engine.api",
+    "cache_lock": "selfdev.engine.api",
+    "derive_seed": "selfdev.engine.api",
+    "parse_kv": "selfdev.engine.api",
+    "torch_threads": "selfdev.engine.api",
+    "format_score": "selfdev.engine.api",
+    # the event log (listeners receive Event; commands may read runs and append their own)
+    "Event": "selfdev.store",
+    "NewEvent": "selfdev.store",
+    "EventStore": "selfdev.store",
+    "open_store": "selfdev.engine.runs",
+    "resolve_run": "selfdev.engine.runs",
+    # the sandbox a domain calls to run candidate code
+    "Sandbox": "selfdev.sandbox",
+    "SandboxResult": "selfdev.sandbox",
+    "SandboxUnavailable": "selfdev.sandbox",
+    "screen": "selfdev.sandbox",
+    "ScreenResult": "selfdev.sandbox",
+    "extract_candidate": "selfdev.sandbox",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("selfdev")  # the one place the version lives: the distribution
+        except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+            return "0+unknown"
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'selfdev' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
+
+
+if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
+    from selfdev.engine.api import (Baseline, Completion, ConfigError, Component, Context,
+                                    Domain, Evaluator, Executor, Generator, MergeOutcome,
+                                    NullProgress, Optimizer, Pair, Progress, ProgressTask,
+                                    Refinement, SelfdevError, cache_dir, cache_lock, derive_seed,
+                                    format_score, parse_kv, selfdev_home, torch_threads)
+    from selfdev.engine.hookspecs import hookimpl
+    from selfdev.engine.options import Field, Options
+    from selfdev.engine.plugins import Registry, get_registry
+    from selfdev.engine.runs import open_store, resolve_run
+    from selfdev.sandbox import (Sandbox, SandboxResult, SandboxUnavailable, ScreenResult,
+                                 extract_candidate, screen)
+    from selfdev.store import Event, EventStore, NewEvent
+
+    __version__: str

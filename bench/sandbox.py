@@ -21,33 +21,16 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tests", "sandbox"))  # the TIES candidate, shared with the tests
 
 import torch  # noqa: E402
 
+from sandbox_helpers import TIES  # noqa: E402
 from selfdev.sandbox import Sandbox, doctor  # noqa: E402
 
 DIGITS = {"fc1.weight": (128, 64), "fc1.bias": (128,), "fc2.weight": (128, 128), "fc2.bias": (128,),
           "head.weight": (10, 128), "head.bias": (10,)}
 TRIVIAL = "import torch\n\ndef merge_models(task_vectors, base, name):\n    return torch.zeros_like(base)\n"
-TIES = '''
-import torch
-
-def merge_models(task_vectors, base, name):
-    k = 0.2
-    tvs = torch.stack([task_vectors[e] for e in sorted(task_vectors)])
-    flat = tvs.abs().reshape(tvs.shape[0], -1)
-    n = flat.shape[1]
-    keep = max(1, int(n * k))
-    thr = flat.kthvalue(n - keep + 1, dim=1).values
-    for i in range(tvs.shape[0]):
-        t = tvs[i]
-        t[t.abs() < thr[i]] = 0
-    sign = torch.sign(tvs.sum(dim=0))
-    agree = (torch.sign(tvs) == sign) & (tvs != 0)
-    num = (tvs * agree).sum(dim=0)
-    den = agree.sum(dim=0).clamp(min=1)
-    return num / den
-'''
 
 FRESH = r'''
 import sys, torch

@@ -4,7 +4,7 @@ Measures, on fresh WAL files in a temporary folder:
 
 (a) baseline: a bare sqlite-utils ``insert_all`` of equivalent rows (same columns, same
     payload text, precomputed hashes) into a plain table with the same indexes;
-(b) ``EventStore.append`` in batches (ids, canonical JSON, hash chain, projections);
+(b) ``EventStore.append`` in batches (ids, canonical JSON, hash chain);
 (c) ``EventStore.verify()`` over the whole file;
 
 and prints events/s and the ratio of (b) and (c) to (a). The events are an engine-like mix:

@@ -78,7 +78,7 @@ async def measure(path: Path, run_id: str, size: tuple[int, int], steps: int) ->
         while not screen.loaded:
             await asyncio.sleep(0.01)
         n = len(screen.replay)
-        while screen._drawn.get("leaderboard") != n:
+        while screen.leaderboard.drawn != n:
             await asyncio.sleep(0.005)
         await pilot.pause()
         out["loaded_s"] = time.perf_counter() - t0

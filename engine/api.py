@@ -3,8 +3,10 @@
 Plugins import from here (``from selfdev.engine.api import ...``) and nothing deeper in ``engine``.
 Every component class has a ``name`` class attribute (unique within its kind) and is built by
 the engine as ``cls(ctx, **options)`` where ``options`` come from the run configuration's table
-for that component; unknown options are reported to the user by name, so list every option as
-a keyword argument with a default.
+for that component. A component declares its options once, as a nested ``Options`` model
+(``selfdev.Options``: type, bounds, default, description; see ``engine/options.py``); the
+engine refuses unknown keys and bad values with one line before anything is built, and the
+component reads the validated values from ``self.options``.
 
 Heavy libraries (torch, transformers, trl, ...) must be imported lazily inside methods.
 """
@@ -17,9 +19,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
+from selfdev.engine import options as _options
+
 
 # --------------------------------------------------------------------------------------------
 # helpers shared by every plugin
+
+
+def selfdev_version() -> str:
+    """selfdev's version: the installed distribution's metadata is the one place it lives."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("selfdev")
+    except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
+        return "0+unknown"
 
 
 def selfdev_home() -> Path:
@@ -209,16 +223,38 @@ class NullProgress:
 
 
 class Component:
+    """The base of every component kind: a ``name``, the registering ``plugin``, and options.
+
+    A component declares its options once, as a nested ``Options`` model (type, bounds, default,
+    description); the engine validates the run's table for the component against it before
+    anything is built, and ``__init__`` stores the validated model as ``self.options``::
+
+        class Shuffle(Optimizer):
+            class Options(selfdev.Options):
+                epochs: int = selfdev.Field(1, ge=1, description="passes over the pairs")
+
+            def refine(self, checkpoint, pairs, iteration):
+                for _ in range(self.options.epochs): ...
+
+    A subclass that overrides ``__init__`` takes ``**options`` and passes them to
+    ``super().__init__(ctx, **options)``. A component written before options were declared
+    (keyword arguments of ``__init__``, no ``Options``) still works: its parameters are its
+    options (see :func:`selfdev.engine.options.legacy_parameters`).
+    """
+
     name: ClassVar[str] = ""
     #: set by the registry: the plugin (distribution or module) that registered the component
     plugin: ClassVar[str] = ""
 
+    class Options(_options.Options):
+        """No options."""
+
+    options: "_options.Options"
+
     def __init__(self, ctx: Context, **options: Any) -> None:
         self.ctx = ctx
-        if options:
-            raise ConfigError(
-                f"{type(self).__name__} takes no options; got {', '.join(sorted(options))}"
-            )
+        cls = type(self)
+        self.options = _options.validate_options(kind_of(cls), cls.name, cls.Options, options)
 
 
 class Generator(Component):
@@ -319,6 +355,14 @@ KINDS: dict[str, type[Component]] = {
     "optimizer": Optimizer,
     "executor": Executor,
 }
+
+
+def kind_of(cls: type) -> str:
+    """The kind (config section) a component class belongs to, e.g. ``"optimizer"``."""
+    for kind, base in KINDS.items():
+        if issubclass(cls, base):
+            return kind
+    return "component"
 
 
 def parse_kv(items: Iterable[str]) -> dict[str, str]:

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 import click
 
 from selfdev.engine.api import SelfdevError, format_score
-from selfdev.engine.runs import load_state, open_store, resolve_run
+from selfdev.engine.runs import load_state, open_store, resolve_run, run_summaries
 
 
 db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
@@ -160,7 +160,7 @@ def resume(run_ref: str, quiet: bool, as_json: bool, db: Path | None) -> None:
 def runs(as_json: bool, db: Path | None) -> None:
     """List the runs in the database."""
     with open_store(db, readonly=True) as store:
-        rows = store.runs()
+        rows = run_summaries(store)
     if as_json:
         echo_json(rows)
         return
@@ -269,11 +269,21 @@ def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
 
 
 @cli.command()
+@click.option("--options", "with_options", is_flag=True,
+              help="List every component with its description and options instead.")
 @json_option
-def plugins(as_json: bool) -> None:
+def plugins(with_options: bool, as_json: bool) -> None:
     """Installed plugins, their hooks and the components they register."""
-    from selfdev.engine.plugins import plugins_info
+    from selfdev.engine.plugins import components_info, plugins_info
 
+    if with_options:
+        comps = components_info()
+        if as_json:
+            echo_json(comps)
+        else:
+            for line in options_lines(comps):
+                click.echo(line)
+        return
     info = plugins_info()
     if as_json:
         echo_json(info)
@@ -281,6 +291,51 @@ def plugins(as_json: bool) -> None:
     for p in info:
         comps = "; ".join(f"{k}: {', '.join(v)}" for k, v in p["components"].items())
         click.echo(f"{p['name']:<36} {comps or ', '.join(p['hooks'])}")
+
+
+def _toml_value(value: Any) -> str:
+    """A default as it would be written in the TOML config."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+def options_lines(comps: list[dict[str, Any]]) -> list[str]:
+    """``selfdev plugins --options`` as text: one block per component, then one line per option
+    (name, default, what it accepts, description)."""
+    import textwrap
+
+    lines: list[str] = []
+    for comp in comps:
+        if lines:
+            lines.append("")
+        lines.append(f"[{comp['kind']}] name = {comp['name']!r}    ({comp['plugin']})")
+        if comp["doc"]:
+            lines.extend(textwrap.wrap(comp["doc"], width=96, initial_indent="  ",
+                                       subsequent_indent="  "))
+        if not comp["options"]:
+            lines.append("  (no options)")
+            continue
+        rows = []
+        for o in comp["options"]:
+            if o["required"]:
+                default = "(required)"
+            elif o["default"] is None:
+                default = "(unset)"
+            else:
+                default = _toml_value(o["default"])
+            rows.append((o["name"], default, o["must_be"] or o["type"], o["description"]))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row in rows:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[3]]
+            lines.append(("  " + "  ".join(cells)).rstrip())
+    return lines
 
 
 def _attach_plugin_commands() -> None:

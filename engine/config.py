@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdev.engine.api import ConfigError
+from selfdev.engine.options import declared_options, legacy_parameters, validate_options
 
 
 @dataclass
@@ -176,12 +177,19 @@ def load(path: str | Path) -> RunConfig:
 
 
 def check_options(kind: str, cls: type, options: dict[str, Any]) -> None:
-    """Refuse options the component does not take, listing the ones it does."""
-    params = inspect.signature(cls.__init__).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    """Refuse a bad options table for a component before anything is built.
+
+    A component that declares ``Options`` has the table validated against them (unknown keys,
+    types, bounds, cross-field rules; see ``engine/options.py``). One written before options
+    were declared is checked against its ``__init__`` keyword arguments, as it always was.
+    """
+    legacy = legacy_parameters(cls)
+    if legacy is None:
+        validate_options(kind, cls.name, declared_options(cls), options)
         return
-    allowed = [n for n, p in params.items() if n not in ("self", "ctx")
-               and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in legacy):
+        return
+    allowed = [p.name for p in legacy]
     for key in options:
         if key not in allowed:
             raise ConfigError(

@@ -18,11 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import selfdev
 from selfdev.engine import events as ev
 from selfdev.engine import plugins as plugin_mod
 from selfdev.engine.api import (Completion, Context, NullProgress, Pair, Progress, SelfdevError,
-                        derive_seed, selfdev_home)
+                                derive_seed, selfdev_home, selfdev_version)
 from selfdev.engine.config import RunConfig, check_options, from_dict
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
@@ -158,7 +157,7 @@ def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
                             generator=names["generator"], evaluator=cfg.evaluator.name,
                             optimizer=names["optimizer"], executor=names["executor"],
                             iterations=cfg.run.iterations, candidates=cfg.run.candidates,
-                            selfdev_version=selfdev.__version__)
+                            selfdev_version=selfdev_version())
     from selfdev.store import NewEvent
 
     store.append(run_id, [NewEvent(started.TYPE, started.payload(), started.VERSION)],

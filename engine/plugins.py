@@ -44,8 +44,8 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "selfdev.plugins.generators.tiny",
     "selfdev.plugins.generators.vllm",
     "selfdev.plugins.domains.digits",
-    "selfdev.plugins.domains.lm",
-    "selfdev.plugins.domains.toymath",
+    "selfdev.plugins.domains.lm.domain",
+    "selfdev.plugins.domains.toymath.domain",
     "selfdev.plugins.evaluators.accuracy",
     "selfdev.plugins.evaluators.gsm8k",
     "selfdev.plugins.evaluators.toymath",
@@ -54,8 +54,9 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "selfdev.plugins.optimizers.sft",
     "selfdev.plugins.executors.local",
     "selfdev.plugins.listeners.console",
-    "selfdev.plugins.prompting",
-    "selfdev.plugins.transfer",
+    "selfdev.plugins.commands.apply",
+    "selfdev.plugins.commands.factory_stats",
+    "selfdev.plugins.commands.prompt",
     "selfdev.tui.cli",
 )
 
@@ -165,3 +166,19 @@ def plugins_info() -> list[dict[str, Any]]:
             row["distribution"] = dist.project_name
         rows.append(row)
     return sorted(rows, key=lambda r: r["name"])
+
+
+def components_info() -> list[dict[str, Any]]:
+    """What ``selfdev plugins --options`` prints: every component of every kind, with the first
+    paragraph of its docstring and each option's name, type, default, bounds, choices and
+    description (from its declared ``Options``)."""
+    from selfdev.engine.options import component_doc, describe_options
+
+    registry = get_registry()
+    rows = []
+    for kind in KINDS:
+        for name in registry.names(kind):
+            cls = registry.components[kind][name]
+            rows.append({"kind": kind, "name": name, "plugin": cls.plugin,
+                         "doc": component_doc(cls), "options": describe_options(cls)})
+    return rows

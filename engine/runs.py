@@ -1,11 +1,15 @@
-"""The read side the CLI and the TUI share: open the log, name a run, fold its state.
+"""The read side the CLI and the TUI share: open the log, name a run, fold its state, list runs.
 
-``selfdev tui`` and every read command of ``selfdev`` go through these three functions, so a run
-reference (an id, a unique prefix, or ``latest``) means the same everywhere.
+``selfdev tui`` and every read command of ``selfdev`` go through these functions, so a run
+reference (an id, a unique prefix, or ``latest``) means the same everywhere, and ``selfdev runs``
+and the TUI's runs list show the same rows.
 """
 from __future__ import annotations
 
+import os
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -51,3 +55,83 @@ def load_state(store: Any, run_id: str) -> Any:
     from selfdev.engine.state import fold
 
     return fold(store.iter_events(run_id=run_id))
+
+
+#: what the runs listing folds of each run: its lifecycle, iterations and scores
+LISTING_TYPES = ("run.", "iteration.started", "candidate.generated", "candidate.evaluated")
+#: the fields of ``run.started`` each listed run shows
+STARTED_FIELDS = ("domain", "generator", "optimizer", "evaluator", "executor", "iterations",
+                  "candidates", "seed", "config")
+
+
+@dataclass
+class _Listed:
+    head: str  # the stream's head hash when ``row`` was made
+    row: dict[str, Any]
+    state: Any = None  # the RunState folded so far, kept while the run is unfinished
+    position: int = 0  # position and hash of the last event folded into ``state``
+    hash: str = ""
+
+
+_LISTED: dict[tuple[str, str], _Listed] = {}
+_LISTED_LOCK = threading.Lock()
+
+
+def run_summaries(store: Any) -> list[dict[str, Any]]:
+    """One row per run, in the order of each run's first event: what ``selfdev runs`` prints
+    and the TUI's runs list shows (status, components, iteration, best dev and test scores).
+
+    The store tells each run's stream (positions, event count, first and last time) without
+    reading a type; the rest is :func:`selfdev.engine.state.fold` over the run's
+    :data:`LISTING_TYPES` events, so the listing and ``selfdev show`` agree by construction.
+    Rows are kept per database and run, keyed by the stream's head hash (which commits to every
+    event of the run), and an unfinished run's fold goes on from its last folded event once
+    that event's hash is found again: polling a database (the TUI does, every two seconds)
+    reads only what was appended since.
+    """
+    with _LISTED_LOCK:
+        if len(_LISTED) > 1024:
+            _LISTED.clear()
+        return [dict(_listed(store, stream)) for stream in store.streams()]
+
+
+def _listed(store: Any, stream: Any) -> dict[str, Any]:
+    from selfdev.engine.report import status
+    from selfdev.engine.state import RunState, apply
+
+    key = (os.path.abspath(store.path), stream.run_id)
+    entry = _LISTED.get(key)
+    if entry is not None and entry.head == stream.head:
+        return entry.row
+    state, position, last_hash = RunState(), 0, ""
+    if entry is not None and entry.state is not None and entry.position:
+        at = store.read(run_id=stream.run_id, after=entry.position - 1, limit=1)
+        if at and at[0].position == entry.position and at[0].hash == entry.hash:
+            state, position, last_hash = entry.state, entry.position, entry.hash
+    _LISTED.pop(key, None)  # a fold that fails half-way must not be continued
+    for event in store.iter_events(run_id=stream.run_id, after=position, types=LISTING_TYPES,
+                                   page_size=5000):
+        if event.position > stream.last_position:
+            break  # appended after the stream was read: the next listing folds it
+        apply(state, event)
+        position, last_hash = event.position, event.hash
+    started = state.started
+    ranked = state.ranked()
+    run_status = status(state) if started is not None else None  # None: not an engine run
+    row = {
+        "run_id": stream.run_id,
+        "status": run_status,
+        **{name: getattr(started, name, None) for name in STARTED_FIELDS},
+        "current_iteration": max(state.iterations, default=None),
+        "best_dev": ranked[0].dev if ranked else None,
+        "best_test": next((c.test for c in ranked if c.test is not None), None),
+        "reason": state.failed if run_status == "failed" else None,
+        "started_at": stream.first_at,
+        "finished_at": stream.last_at if run_status in ("finished", "failed") else None,
+        "events": stream.version,
+        "first_position": stream.first_position,
+        "last_position": stream.last_position,
+    }
+    unfinished = state.finished is None
+    _LISTED[key] = _Listed(stream.head, row, state if unfinished else None, position, last_hash)
+    return row

@@ -1,27 +1,38 @@
 """selfdev's sandbox for LLM-written merge candidates (imports nothing else of selfdev).
 
+This module is the public face; the rest is laid out by whom it trusts:
+
+* trusted side (runs in the engine): ``supervisor`` (the :class:`Sandbox`: warm parent
+  management, one run per candidate), ``verdict`` (reads and validates what a child sent),
+  ``policy`` (L1 static screen), ``layers`` (the isolation layers and ``doctor``), ``cli``;
+* ``jail/`` (runs inside the jailed processes, assumes hostile company): ``worker`` (the warm
+  parent and the per-candidate child), ``facade`` (L2 capabilities), ``oslayers`` (L3);
+* ``protocol``: the wire format, the one module both sides import.
+
 Layers: L1 static policy (:func:`screen`), L2 capability facade (in the child), L3 OS
 isolation (a clean warm parent forking one jailed child per candidate), L4 validated I/O.
 See docs/sandbox.md for the threat model.
 """
 from __future__ import annotations
 
-from selfdev.sandbox._policy import ScreenResult, extract_candidate, screen
+from selfdev.sandbox.policy import ScreenResult, extract_candidate, screen
 
 __all__ = ["Sandbox", "SandboxResult", "SandboxUnavailable", "ScreenResult", "screen",
            "extract_candidate", "doctor", "DEFAULT_REQUIRE"]
 
-_LAZY = {"Sandbox", "SandboxResult", "SandboxUnavailable", "DEFAULT_REQUIRE", "ALL_LAYERS"}
+# name -> module; torch is imported only when the runtime side (the supervisor) is needed
+_LAZY = {"Sandbox": "supervisor", "SandboxUnavailable": "supervisor", "SandboxResult": "verdict",
+         "DEFAULT_REQUIRE": "layers", "ALL_LAYERS": "protocol"}
 
 
-def __getattr__(name):  # torch is imported only when the runtime side is needed
+def __getattr__(name):
     if name in _LAZY:
-        from selfdev.sandbox import _supervisor
-        return getattr(_supervisor, name)
-    raise AttributeError(f"module 'sandbox' has no attribute {name!r}")
+        import importlib
+        return getattr(importlib.import_module(f"selfdev.sandbox.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'selfdev.sandbox' has no attribute {name!r}")
 
 
 def doctor() -> dict:
     """Which isolation layers this kernel offers, probed in a throw-away process."""
-    from selfdev.sandbox._doctor import doctor as _d
+    from selfdev.sandbox.layers import doctor as _d
     return _d()

@@ -58,8 +58,8 @@ _EXPORTS: dict[str, str] = {
     "parse_kv": "selfdev.engine.api",
     "torch_threads": "selfdev.engine.api",
     "format_score": "selfdev.engine.api",
-    # the event log (listeners receive Event; commands may read runs and append their own)
-    "Event": "selfdev.store",
+    # the event log (listeners receive a StoredEvent; commands may read runs and append their own)
+    "StoredEvent": "selfdev.store",
     "NewEvent": "selfdev.store",
     "EventStore": "selfdev.store",
     "open_store": "selfdev.engine.runs",
@@ -77,13 +77,10 @@ __all__ = sorted([*_EXPORTS, "__version__"])
 
 
 def __getattr__(name: str) -> Any:
-    if name == "__version__":
-        from importlib.metadata import PackageNotFoundError, version
+    if name == "__version__":  # from the distribution's metadata, the one place it lives
+        from selfdev.engine.api import selfdev_version
 
-        try:
-            return version("selfdev")  # the one place the version lives: the distribution
-        except PackageNotFoundError:  # pragma: no cover - running from an uninstalled tree
-            return "0+unknown"
+        return selfdev_version()
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'selfdev' has no attribute {name!r}")
@@ -110,6 +107,6 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from selfdev.engine.runs import open_store, resolve_run
     from selfdev.sandbox import (Sandbox, SandboxResult, SandboxUnavailable, ScreenResult,
                                  extract_candidate, screen)
-    from selfdev.store import Event, EventStore, NewEvent
+    from selfdev.store import EventStore, NewEvent, StoredEvent
 
     __version__: str

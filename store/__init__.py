@@ -5,8 +5,14 @@ Every step of a run is an event in the ``events`` table of one SQLite file (WAL 
 ``run_id``, ``stream_version`` (1..n within the run, unique with ``run_id``), ``type``,
 ``type_version``, ``occurred_at`` (ISO-8601 UTC with microseconds), ``source`` (the plugin),
 ``payload`` (canonical JSON), ``prev_hash`` and ``hash``. Triggers reject UPDATE and DELETE on
-``events`` and ``blobs``; the ``runs`` and ``candidates`` projections are ordinary tables,
-updated in the same transaction as each append and rebuildable from the events alone.
+``events`` and ``blobs``. Content-addressed payloads (code, prompts, completions) live in
+``blobs`` (:mod:`.blobs`).
+
+The store is a recorder: it validates, chains and returns events but never interprets a
+``type`` or a payload. What a run means (its status, candidates, scores) is the engine's fold
+(``selfdev.engine.state``), the one read model. What the store does know of a run is its
+stream: :meth:`EventStore.streams` lists each run's first and last position, version (its
+event count), head hash and first and last ``occurred_at``, read from the envelopes alone.
 
 The contract (changing any of it changes every stored hash):
 
@@ -19,11 +25,11 @@ The contract (changing any of it changes every stored hash):
   {event_id, run_id, stream_version, type, type_version, occurred_at, source}, "payload":
   payload}))``; ``prev_hash`` is the hash of the run's previous event, ``""`` for its first.
   The stored payload text is hashed as it is (never re-serialized), so any byte edited breaks
-  the hash. :meth:`EventStore.verify` re-derives every hash, link and version from what reads
-  back and names the first broken position; with no run given it also catches deleted rows
-  through holes in ``position`` (an AUTOINCREMENT rowid, never reused) and ``sqlite_sequence``,
-  and checks every blob against its ref (``first_broken`` is then the first event whose
-  payload mentions the blob, or None). Only a comparison of ``heads`` with a copy kept
+  the hash. :meth:`EventStore.verify` (:mod:`.verify`) re-derives every hash, link and
+  version from what reads back and names the first broken position; with no run given it
+  also catches deleted rows through holes in ``position`` (an AUTOINCREMENT rowid, never
+  reused) and ``sqlite_sequence``, and checks every blob against its ref (``first_broken`` is
+  then the first event whose payload mentions the blob, or None). Only a comparison of ``heads`` with a copy kept
   elsewhere can tell a run whose last events were cut off from a shorter run.
 
 **One writer per file.** A writable store on a file holds ``flock(LOCK_EX | LOCK_NB)`` on
@@ -33,7 +39,7 @@ The kernel releases the lock when the holder dies, even by ``kill -9``. Readers 
 ``readonly=True`` (``file:...?mode=ro``; no lock, no migrations) and follow a live run by
 calling ``read(after=last_position)`` again.
 
-Appends are atomic (one ``BEGIN IMMEDIATE`` transaction for the rows and the projections) and
+Appends are atomic (one ``BEGIN IMMEDIATE`` transaction for all the rows of a batch) and
 :class:`ConcurrencyError` guards ``expected_version``. Files use WAL with ``synchronous=NORMAL``:
 a committed append survives a crash of the process; a power cut can lose the last commits but
 never corrupts the log.
@@ -47,6 +53,10 @@ Example::
                                      {"candidate_id": "c1", "iteration": 1, "index": 0,
                                       "completion": ref})], expected_version=1)
         assert es.verify().ok
+        assert [(s.run_id, s.version) for s in es.streams()] == [("run-1", 2)]
+
+Existing files open as they are: a writable store applies the pending numbered migrations
+(:mod:`.migrations`), none of which touches a row of ``events`` or ``blobs``.
 """
 
 from .canonical import GENESIS_HASH, HASH_PREFIX, canonical_json, content_hash, event_hash
@@ -58,14 +68,17 @@ from .errors import (
     StoreError,
     WriterLockedError,
 )
-from .eventstore import EventStore, NewEvent, StoredEvent, VerifyResult
+from .eventstore import EventStore
 from .ids import new_event_id, new_event_ids, utc_now
 from .migrations import MIGRATIONS
+from .records import NewEvent, StoredEvent, Stream
+from .verify import VerifyResult
 
 __all__ = [
     "EventStore",
     "NewEvent",
     "StoredEvent",
+    "Stream",
     "VerifyResult",
     "StoreError",
     "WriterLockedError",

@@ -12,13 +12,13 @@ MAX_ROWS_PER_STATEMENT = 500
 
 
 @lru_cache(maxsize=256)
-def _statement(head: str, columns: int, rows: int, tail: str) -> str:
+def _statement(head: str, columns: int, rows: int) -> str:
     marks = "(" + ", ".join(["?"] * columns) + ")"
-    return f"{head} VALUES {', '.join([marks] * rows)}{tail}"
+    return f"{head} VALUES {', '.join([marks] * rows)}"
 
 
-def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple], tail: str = "") -> None:
-    """Run ``head VALUES (?, ...), ... tail`` over ``rows`` (all of the same width)."""
+def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple]) -> None:
+    """Run ``head VALUES (?, ...), ...`` over ``rows`` (all of the same width)."""
     if not rows:
         return
     columns = len(rows[0])
@@ -26,4 +26,4 @@ def insert_rows(conn: sqlite3.Connection, head: str, rows: list[tuple], tail: st
     per = max(1, min(MAX_ROWS_PER_STATEMENT, limit))
     for start in range(0, len(rows), per):
         chunk = rows[start : start + per]
-        conn.execute(_statement(head, columns, len(chunk), tail), list(chain.from_iterable(chunk)))
+        conn.execute(_statement(head, columns, len(chunk)), list(chain.from_iterable(chunk)))

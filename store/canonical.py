@@ -25,6 +25,7 @@ ENVELOPE_FIELDS = (
     "occurred_at",
     "source",
 )
+"""The hashed envelope, in the order of the ``events`` columns that hold it."""
 
 _encode = json.JSONEncoder(
     sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
@@ -116,32 +117,6 @@ _EVENT_TEMPLATE = (
 )
 
 
-def _event_hash_unchecked(
-    prev_hash: str,
-    event_id: str,
-    run_id: str,
-    stream_version: int,
-    type_: str,
-    type_version: int,
-    occurred_at: str,
-    source: str,
-    payload_json: str,
-) -> str:
-    # only for arguments known to be str (and int for the two versions, never bool)
-    text = _EVENT_TEMPLATE % (
-        _string(event_id),
-        _string(occurred_at),
-        _string(run_id),
-        _string(source),
-        stream_version,
-        _string(type_),
-        type_version,
-        payload_json,
-        _string(prev_hash),
-    )
-    return HASH_PREFIX + blake2b(text.encode("utf-8"), digest_size=DIGEST_SIZE).hexdigest()
-
-
 def event_hash_fields(
     prev_hash: str,
     event_id: str,
@@ -155,8 +130,10 @@ def event_hash_fields(
 ) -> str:
     """:func:`event_hash` taking the envelope as arguments (what the store calls).
 
-    Falls back to :func:`event_hash` unless every field has its documented type, so a
-    tampered value of another type still hashes the canonical way (and differently).
+    Fills :data:`_EVENT_TEMPLATE` when every field has its documented type (``str``, and
+    exactly ``int`` for the two versions, never ``bool``); otherwise builds the envelope and
+    calls :func:`event_hash`, so a tampered value of another type still hashes the canonical
+    way (and differently).
     """
     if (
         type(event_id) is str
@@ -169,10 +146,11 @@ def event_hash_fields(
         and type(prev_hash) is str
         and type(payload_json) is str
     ):
-        return _event_hash_unchecked(
-            prev_hash, event_id, run_id, stream_version, type_, type_version, occurred_at,
-            source, payload_json,
+        text = _EVENT_TEMPLATE % (
+            _string(event_id), _string(occurred_at), _string(run_id), _string(source),
+            stream_version, _string(type_), type_version, payload_json, _string(prev_hash),
         )  # fmt: skip
+        return HASH_PREFIX + blake2b(text.encode("utf-8"), digest_size=DIGEST_SIZE).hexdigest()
     envelope = dict(
         zip(
             ENVELOPE_FIELDS,

@@ -1,4 +1,10 @@
-"""The :class:`EventStore`: an append-only, hash-chained event log in one SQLite file."""
+"""The :class:`EventStore`: an append-only, hash-chained event log in one SQLite file.
+
+A recorder in eventsourcing's sense: it stores, chains and reads events without interpreting
+their types or payloads; what a run *means* is the engine's fold (``selfdev.engine.state``).
+Blobs live in :mod:`.blobs` and the integrity check in :mod:`.verify`; the methods here add
+the connection, the locks and the transactions around them.
+"""
 
 from __future__ import annotations
 
@@ -8,112 +14,51 @@ import threading
 import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 from sqlite_utils import Database
 
-from . import projections
+from . import blobs
 from ._sql import insert_rows
-from .canonical import (
-    GENESIS_HASH,
-    _event_hash_unchecked,
-    canonical_json,
-    content_hash,
-    event_hash_fields,
-    parse_json,
-)
-from .errors import (
-    BlobNotFoundError,
-    ConcurrencyError,
-    InvalidEventError,
-    ReadOnlyError,
-    StoreError,
-)
+from .canonical import GENESIS_HASH, canonical_json, event_hash_fields, parse_json
+from .errors import ConcurrencyError, InvalidEventError, ReadOnlyError, StoreError
 from .ids import new_event_ids, utc_now
 from .lock import WriterLock
 from .migrations import migrate
-
-EVENT_COLUMNS = (
-    "position",
-    "event_id",
-    "run_id",
-    "stream_version",
-    "type",
-    "type_version",
-    "occurred_at",
-    "source",
-    "payload",
-    "prev_hash",
-    "hash",
+from .records import (
+    INSERT_EVENTS,
+    SELECT_EVENTS,
+    NewEvent,
+    StoredEvent,
+    Stream,
+    event_from_row,
 )
-_SELECT = f"SELECT {', '.join(EVENT_COLUMNS)} FROM events"
-_INSERT = (
-    f"INSERT INTO events ({', '.join(EVENT_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in EVENT_COLUMNS)})"
+from .verify import VerifyResult, verify
+
+__all__ = ["EventStore", "NewEvent", "StoredEvent", "Stream", "VerifyResult"]
+
+# Each run's first and last event, found through the (run_id, ...) indexes: the recursive part
+# hops from one run_id to the next (a skip scan), so the cost grows with the number of runs,
+# not of events.
+_STREAMS = """
+WITH RECURSIVE ids(run_id) AS (
+    SELECT min(run_id) FROM events
+    UNION ALL
+    SELECT (SELECT min(run_id) FROM events WHERE run_id > ids.run_id) FROM ids
+    WHERE ids.run_id IS NOT NULL
+), spans(run_id, first, last) AS (
+    SELECT run_id,
+           (SELECT min(position) FROM events WHERE run_id = ids.run_id),
+           (SELECT max(position) FROM events WHERE run_id = ids.run_id)
+    FROM ids WHERE run_id IS NOT NULL
 )
-_loads = parse_json
-_INSERT_HEAD = f"INSERT INTO events ({', '.join(EVENT_COLUMNS)})"
-
-
-@dataclass
-class NewEvent:
-    """An event to append. ``payload`` must be a JSON object (see :func:`canonical_json`)."""
-
-    type: str
-    payload: dict[str, Any]
-    type_version: int = 1
-    source: str = "engine"
-    occurred_at: str | None = None
-
-
-@dataclass(slots=True)
-class StoredEvent:
-    """An event as stored; ``payload`` is parsed back from its canonical JSON.
-
-    Not frozen: a frozen dataclass costs ~1.5 us more per instance, a fifth of the append
-    budget. Changing an instance changes nothing stored.
-    """
-
-    position: int
-    event_id: str
-    run_id: str
-    stream_version: int
-    type: str
-    type_version: int
-    occurred_at: str
-    source: str
-    payload: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-
-@dataclass
-class VerifyResult:
-    """Outcome of :meth:`EventStore.verify`; truthy when ``ok``.
-
-    ``first_broken`` is the global position of the first event that fails (for missing rows,
-    the first missing position), or, for a blob whose content does not match its ref, the
-    position of the first checked event whose payload mentions that ref (``None`` if none
-    does). ``heads`` maps each checked run to the hash of its last event.
-    """
-
-    ok: bool
-    checked: int
-    first_broken: int | None = None
-    reason: str | None = None
-    heads: dict[str, str] = field(default_factory=dict)
-    blobs_checked: int = 0
-
-    def __bool__(self) -> bool:
-        return self.ok
-
-
-def _event_from_row(row: tuple) -> StoredEvent:
-    return StoredEvent(
-        row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7],
-        _loads(row[8]), row[9], row[10],
-    )  # fmt: skip
+SELECT spans.run_id, l.stream_version, l.hash, spans.first, spans.last, f.occurred_at,
+       l.occurred_at
+FROM spans
+JOIN events AS f ON f.position = spans.first
+JOIN events AS l ON l.position = spans.last
+ORDER BY spans.first
+"""
 
 
 def _types_clause(types: Sequence[str] | str) -> tuple[str, list[str]]:
@@ -318,8 +263,7 @@ class EventStore:
         """Append ``events`` to run ``run_id`` in one transaction: all of them or none.
 
         Raises :class:`ConcurrencyError` when ``expected_version`` is given and is not the
-        run's current stream version (0 for a new run). Projections are updated in the same
-        transaction.
+        run's current stream version (0 for a new run).
         """
         events = list(events)
         payloads = self._check(run_id, events)
@@ -338,7 +282,7 @@ class EventStore:
                 version += 1
                 at = e.occurred_at or now
                 try:
-                    h = _event_hash_unchecked(
+                    h = event_hash_fields(
                         prev, event_id, run_id, version, e.type, e.type_version, at, e.source,
                         payload_json,
                     )  # fmt: skip
@@ -348,23 +292,17 @@ class EventStore:
                 rows.append((position, event_id, run_id, version, e.type, e.type_version, at,
                              e.source, payload_json, prev, h))  # fmt: skip
                 stored.append(StoredEvent(position, event_id, run_id, version, e.type,
-                                          e.type_version, at, e.source, _loads(payload_json),
+                                          e.type_version, at, e.source, parse_json(payload_json),
                                           prev, h))  # fmt: skip
                 prev = h
             self._insert_events(conn, rows)
-            self._project(conn, stored)
         return stored
 
     def _insert_events(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         try:
-            insert_rows(conn, _INSERT_HEAD, rows)
+            insert_rows(conn, INSERT_EVENTS, rows)
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"append rejected by the database: {exc}") from exc
-
-    def _project(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> None:
-        projections.project(
-            conn, [(e.position, e.run_id, e.type, e.occurred_at, e.payload) for e in events]
-        )
 
     @staticmethod
     def _head(conn: sqlite3.Connection, run_id: str) -> tuple[int, str]:
@@ -401,13 +339,13 @@ class EventStore:
         its previous call, so calling this in a loop follows a live run.
         """
         where, params = _where(run_id, types, after)
-        sql = _SELECT + where + " ORDER BY position"
+        sql = SELECT_EVENTS + where + " ORDER BY position"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(int(limit))
         with self._lock:
             rows = self.db.conn.execute(sql, params).fetchall()
-        return [_event_from_row(r) for r in rows]
+        return [event_from_row(r) for r in rows]
 
     def iter_events(
         self,
@@ -443,52 +381,37 @@ class EventStore:
         with self._lock:
             return self._head(self.db.conn, run_id)
 
+    def streams(self) -> list[Stream]:
+        """Every run's stream (positions, version, head hash, first and last time), in the
+        order of each run's first event. Read from the envelopes alone, whatever the types."""
+        with self._lock:
+            return [Stream(*row) for row in self.db.conn.execute(_STREAMS)]
+
     def run_ids(self) -> list[str]:
         """Run ids in the order of their first event."""
-        with self._lock:
-            rows = self.db.conn.execute(
-                "SELECT run_id FROM events GROUP BY run_id ORDER BY min(position)"
-            ).fetchall()
-        return [r[0] for r in rows]
+        return [s.run_id for s in self.streams()]
 
-    # -- blobs -----------------------------------------------------------------------------
+    # -- blobs (see .blobs) -----------------------------------------------------------------
 
     def put_blob(self, data: bytes | str) -> str:
         """Store ``data`` (text as UTF-8) once; returns its ref ``content_hash(data)``."""
-        if isinstance(data, str):
-            data = data.encode("utf-8")
-        elif not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"blob data must be bytes or str, not {type(data).__name__}")
-        data = bytes(data)
-        ref = content_hash(data)
+        data = blobs.as_bytes(data)
         with self._write() as conn:
-            conn.execute(
-                "INSERT OR IGNORE INTO blobs (hash, size, content) VALUES (?, ?, ?)",
-                (ref, len(data), data),
-            )
-        return ref
+            return blobs.put(conn, data)
 
     def get_blob(self, ref: str) -> bytes:
+        """The bytes stored under ``ref``; :class:`BlobNotFoundError` if there are none."""
         with self._lock:
-            row = self.db.conn.execute(
-                "SELECT content FROM blobs WHERE hash = ?", (ref,)
-            ).fetchone()
-        if row is None:
-            raise BlobNotFoundError(f"no blob {ref}")
-        content = row[0]
-        return content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            return blobs.get(self.db.conn, ref)
 
     def get_text(self, ref: str) -> str:
         return self.get_blob(ref).decode("utf-8")
 
     def has_blob(self, ref: str) -> bool:
         with self._lock:
-            return (
-                self.db.conn.execute("SELECT 1 FROM blobs WHERE hash = ?", (ref,)).fetchone()
-                is not None
-            )
+            return blobs.has(self.db.conn, ref)
 
-    # -- verification ----------------------------------------------------------------------
+    # -- verification (see .verify) ------------------------------------------------------------
 
     def verify(self, run_id: str | None = None) -> VerifyResult:
         """Re-derive every hash, prev_hash link and stream_version from what reads back.
@@ -496,155 +419,7 @@ class EventStore:
         With no ``run_id`` also checks that positions run 1..N without holes and that no
         event after the last one was deleted (``sqlite_sequence``), then that every blob's
         content matches its ref. With a ``run_id``, only that run's chain is checked, and only
-        the broken blobs its payloads mention are reported. The first problem found (lowest
-        position; event problems before blob problems) is reported; scanning goes on to count
-        every event and fill ``heads``. Truncating a run's tail cannot be told from a shorter
-        run except by comparing ``heads`` with a head recorded elsewhere.
+        the broken blobs its payloads mention are reported. See :func:`.verify.verify`.
         """
-        first: int | None = None
-        reason: str | None = None
-        checked = 0
-        heads: dict[str, str] = {}
-        versions: dict[str, int] = {}
         with self._snapshot() as conn:
-            if run_id is None:
-                cursor = conn.execute(_SELECT + " ORDER BY position")
-            else:
-                cursor = conn.execute(_SELECT + " WHERE run_id = ? ORDER BY position", (run_id,))
-            expected_position = 1
-            for pos, eid, rid, sv, typ, tv, at, src, payload, prev, h in cursor:
-                checked += 1
-                last_hash = heads.get(rid, GENESIS_HASH)
-                last_version = versions.get(rid, 0)
-                heads[rid] = h
-                # a non-integer version (only possible by editing the schema) breaks the chain
-                versions[rid] = sv if type(sv) is int else last_version + 1
-                if first is not None:
-                    continue  # only the first problem is reported; keep counting and heads
-                calc = event_hash_fields(prev, eid, rid, sv, typ, tv, at, src, payload)
-                if run_id is None and pos != expected_position:
-                    first = expected_position
-                    reason = (
-                        f"position {expected_position} is missing (next is {pos}): "
-                        "events were deleted"
-                    )
-                elif sv != last_version + 1:
-                    first = pos
-                    reason = (
-                        f"position {pos}: run {rid!r} jumps from stream_version {last_version} "
-                        f"to {sv}: events were deleted or reordered"
-                    )
-                elif prev != last_hash:
-                    first = pos
-                    reason = (
-                        f"position {pos}: prev_hash does not match the hash of the previous "
-                        f"event of run {rid!r}"
-                    )
-                elif calc != h:
-                    first = pos
-                    reason = f"position {pos}: stored hash does not match its content (edited)"
-                expected_position = pos + 1
-            if run_id is None and first is None:
-                seq = conn.execute(
-                    "SELECT coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0)"
-                ).fetchone()[0]
-                if seq >= expected_position:
-                    first = expected_position
-                    reason = (
-                        f"positions {expected_position}..{seq} are missing: "
-                        "the last events were deleted"
-                    )
-            blobs_checked = 0
-            blob_problem: str | None = None
-            blob_position: int | None = None
-            for ref, size, content in conn.execute("SELECT hash, size, content FROM blobs"):
-                blobs_checked += 1
-                if blob_problem is not None or first is not None:
-                    continue
-                data = content.encode("utf-8") if isinstance(content, str) else content
-                if not isinstance(data, bytes) or content_hash(data) != ref:
-                    problem = f"blob {ref}: content does not match its ref"
-                elif size != len(data):
-                    problem = f"blob {ref}: size {size} does not match its content ({len(data)})"
-                else:
-                    continue
-                where, params = "instr(payload, ?) > 0", [ref]
-                if run_id is not None:
-                    where += " AND run_id = ?"
-                    params.append(run_id)
-                row = conn.execute(
-                    f"SELECT min(position) FROM events WHERE {where}", params
-                ).fetchone()
-                if run_id is not None and row[0] is None:
-                    continue  # not this run's blob
-                blob_problem, blob_position = problem, row[0]
-            if first is None and blob_problem is not None:
-                first, reason = blob_position, blob_problem
-        ok = reason is None
-        return VerifyResult(ok, checked, first, reason, heads, blobs_checked)
-
-    # -- projections -----------------------------------------------------------------------
-
-    def rebuild_projections(self, page_size: int = 5000) -> None:
-        """Empty the projection tables and fold every event into them again."""
-        with self._write() as conn:
-            projections.clear(conn)
-            after = 0
-            while True:
-                rows = conn.execute(
-                    "SELECT position, run_id, type, occurred_at, payload FROM events "
-                    "WHERE position > ? ORDER BY position LIMIT ?",
-                    (after, page_size),
-                ).fetchall()
-                if not rows:
-                    break
-                projections.project(conn, [(p, r, t, a, _loads(pl)) for p, r, t, a, pl in rows])
-                after = rows[-1][0]
-
-    def _dicts(self, sql: str, params: Sequence[Any], json_columns: Sequence[str]) -> list[dict]:
-        with self._lock:
-            cursor = self.db.conn.execute(sql, params)
-            names = [d[0] for d in cursor.description]
-            rows = [dict(zip(names, r)) for r in cursor.fetchall()]
-        for row in rows:
-            for column in json_columns:
-                if isinstance(row.get(column), str):
-                    try:
-                        row[column] = _loads(row[column])
-                    except ValueError:
-                        pass
-        return rows
-
-    def runs(self) -> list[dict[str, Any]]:
-        """The ``runs`` projection, in order of each run's first event (``config`` parsed)."""
-        return self._dicts(
-            "SELECT * FROM runs ORDER BY first_position", (), projections.RUN_JSON_COLUMNS
-        )
-
-    def run(self, run_id: str) -> dict[str, Any] | None:
-        """One row of :meth:`runs`, or None."""
-        rows = self._dicts(
-            "SELECT * FROM runs WHERE run_id = ?", (run_id,), projections.RUN_JSON_COLUMNS
-        )
-        return rows[0] if rows else None
-
-    def candidates(self, run_id: str) -> list[dict[str, Any]]:
-        """The run's candidates by iteration and index (metrics parsed)."""
-        return self._dicts(
-            'SELECT * FROM candidates WHERE run_id = ? ORDER BY iteration, "index", candidate_id',
-            (run_id,),
-            projections.CANDIDATE_JSON_COLUMNS,
-        )
-
-    def leaderboard(self, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-        """Candidates with a dev score, best first (ties: iteration, index); adds ``rank``."""
-        sql = (
-            "SELECT * FROM candidates WHERE run_id = ? AND dev_score IS NOT NULL "
-            'ORDER BY dev_score DESC, iteration, "index", candidate_id'
-        )
-        params: list[Any] = [run_id]
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(int(limit))
-        rows = self._dicts(sql, params, projections.CANDIDATE_JSON_COLUMNS)
-        return [{"rank": i, **row} for i, row in enumerate(rows, 1)]
+            return verify(conn, run_id)

@@ -8,8 +8,15 @@ from typing import Any
 from textual.app import App
 from textual.binding import Binding
 
+from selfdev.store import EventStore
 from selfdev.tui.commands import SelfdevCommands
 from selfdev.tui.data import Clock, utc_now
+from selfdev.tui.screens.candidate import CandidateScreen
+from selfdev.tui.screens.help import BindingGroups, HelpScreen
+from selfdev.tui.screens.pickers import CandidatePicker, TypeFilterScreen
+from selfdev.tui.screens.run import RunScreen
+from selfdev.tui.screens.runs import RunsScreen
+from selfdev.tui.widgets.eventlog import EventLog
 
 
 class SelfdevApp(App[None]):
@@ -34,8 +41,6 @@ class SelfdevApp(App[None]):
                  poll_interval: float = 0.5, runs_refresh: float = 2.0) -> None:
         super().__init__()
         if isinstance(store, (str, os.PathLike)):
-            from selfdev.store import EventStore
-
             store = EventStore(store, readonly=True)
             self._owns_store = True
         else:
@@ -53,8 +58,6 @@ class SelfdevApp(App[None]):
         return Path(self.store.path).name
 
     def on_mount(self) -> None:
-        from selfdev.tui.screens.runs import RunsScreen
-
         self.push_screen(RunsScreen(self.store, refresh_every=self.runs_refresh))
         if self.start_run:
             self.open_run(self.start_run)
@@ -64,12 +67,25 @@ class SelfdevApp(App[None]):
             self.store.close()
 
     def open_run(self, run_id: str) -> None:
-        from selfdev.tui.screens.run import RunScreen
-
         self.push_screen(RunScreen(self.store, run_id, poll_interval=self.poll_interval))
 
-    def action_help(self) -> None:
-        from selfdev.tui.screens.help import HelpScreen
+    @classmethod
+    def binding_groups(cls) -> BindingGroups:
+        """Every key of every screen, read from their ``BINDINGS``, for the help screen."""
 
+        def of(owner: type) -> list[Binding]:
+            return [b for b in owner.BINDINGS if isinstance(b, Binding)]
+
+        return [
+            ("everywhere", of(cls)),
+            ("runs list", of(RunsScreen)),
+            ("run (playhead and panes)", of(RunScreen)),
+            ("event log pane", of(EventLog)),
+            ("candidate view", of(CandidateScreen)),
+            ("event type filter", of(TypeFilterScreen)),
+            ("candidate picker", of(CandidatePicker)),
+        ]
+
+    def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+            self.push_screen(HelpScreen(self.binding_groups()))

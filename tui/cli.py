@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from selfdev.engine.hookspecs import hookimpl
+from selfdev import hookimpl
 
 INSTALL_HINT = "the TUI needs the `tui` extra: pip install 'selfdev[tui]'"
 

@@ -6,15 +6,15 @@ from typing import Any, Callable
 
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
+from selfdev.tui.screens.candidate import CandidateScreen
+from selfdev.tui.screens.run import PANES, RunScreen
+from selfdev.tui.screens.runs import RunsScreen
+
 
 class SelfdevCommands(Provider):
     """``run: …`` commands on a run screen, ``runs: …`` on the runs list, ``app: …`` always."""
 
     def commands(self) -> list[tuple[str, Callable[[], Any], str]]:
-        from selfdev.tui.screens.candidate import CandidateScreen
-        from selfdev.tui.screens.run import PANES, RunScreen
-        from selfdev.tui.screens.runs import RunsScreen
-
         screen = self.screen
         app: Any = self.app
         out: list[tuple[str, Callable[[], Any], str]] = []

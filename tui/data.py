@@ -4,12 +4,15 @@ Everything here reads; nothing opens the database for writing or takes its write
 """
 from __future__ import annotations
 
-import json
 import os
 import socket
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
+
+from selfdev.engine.api import format_score
+from selfdev.engine.runs import run_summaries
+from selfdev.store.lock import lock_path, read_holder
 
 Clock = Callable[[], datetime]
 
@@ -41,19 +44,7 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
-def fmt_score(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        return f"{value:.2f}"
-    return str(value)
-
-
 # -- the writer lock ---------------------------------------------------------------------
-
-
-def _lock_file(db_path: str | os.PathLike[str]) -> str:
-    return os.path.realpath(os.fspath(db_path)) + ".lock"
 
 
 def _flock_holders(path: str) -> dict[int, bool] | None:
@@ -101,20 +92,15 @@ def writer_holder(db_path: str | os.PathLike[str]) -> dict[str, Any] | None:
     """Who holds the database's writer lock (``{pid, host, command, since, writer}``), or
     None when no live writer holds it.
 
-    The lock file is read, never locked. On Linux /proc/locks says whether anyone holds the
-    flock; elsewhere the pid in the lock file is checked (same host only).
+    The lock file (``store.lock``'s, read with its own reader) is read, never locked. On
+    Linux /proc/locks says whether anyone holds the flock; elsewhere the pid in the lock file
+    is checked (same host only).
     """
-    path = _lock_file(db_path)
+    path = lock_path(db_path)
     if not os.path.exists(path):
         return None
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-        info = json.loads(text) if text.strip() else {}
-        if not isinstance(info, dict):
-            info = {}
-    except (OSError, ValueError):
-        info = {}
+    # one look, no retries: an empty file is the common case (no writer), not a race
+    info = read_holder(path, attempts=1)
     holders = _flock_holders(path)
     if holders is not None:
         # an inode match on another device counts only for the pid the lock file names
@@ -167,7 +153,7 @@ class RunRow:
     def cells(self) -> tuple[str, ...]:
         started = self.started.strftime("%Y-%m-%d %H:%M") if self.started else "-"
         return (self.run_id, self.status_label, self.domain, self.generator, self.iters_label,
-                fmt_score(self.best_dev), fmt_score(self.best_test), started,
+                format_score(self.best_dev), format_score(self.best_test), started,
                 fmt_duration(self.duration), f"{self.events:,}")
 
     def sort_key(self, column: str) -> Any:
@@ -194,7 +180,7 @@ def list_runs(store: Any, now: Clock = utc_now, db_path: str | None = None) -> l
     """Every run in the store with the status a user needs: a run that has not finished is
     ``running`` only while a writer holds the database (and it is the run written last);
     otherwise it is ``crashed`` or ``failed`` and can be resumed."""
-    rows = store.runs()
+    rows = run_summaries(store)
     holder = writer_holder(db_path or store.path) if rows else None
     unfinished = [r for r in rows if r.get("status") != "finished"]
     live_run = (max(unfinished, key=lambda r: r.get("last_position") or 0)["run_id"]

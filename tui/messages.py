@@ -9,10 +9,13 @@ from textual.message import Message
 
 @dataclass
 class EventsLoaded(Message, bubble=False):
-    """The loader indexed more events (posted from its thread; floods coalesce)."""
+    """The loader indexed more events, or the writer came or went (posted from its thread;
+    floods coalesce, so each one says everything the loader knows)."""
 
     total: int
-    done: bool
+    done: bool  # the whole run was read once (from now on it is followed)
+    live: bool  # a writer holds the database and the run has not ended
+    head: tuple[int, str]  # the run's last (stream_version, hash) read
 
     def can_replace(self, message: Message) -> bool:
         return isinstance(message, EventsLoaded)

@@ -34,6 +34,7 @@ from bisect import bisect_left, bisect_right
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
+from selfdev.engine.api import format_score
 from selfdev.engine.state import RunState, apply
 
 #: event types that count as one step of "next candidate" / "next iteration"
@@ -41,14 +42,6 @@ ITERATION_START = "iteration.started"
 
 _DICT_FIELDS = tuple(f.name for f in dataclasses.fields(RunState)
                      if f.default_factory is dict)  # type: ignore[misc]
-
-
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "-"
-    if isinstance(x, float):
-        return f"{x:.2f}"
-    return str(x)
 
 
 def summarize(type_: str, p: dict[str, Any]) -> str:
@@ -63,9 +56,10 @@ def summarize(type_: str, p: dict[str, Any]) -> str:
     if type_ == "baseline.evaluated":
         if p.get("status", "ok") != "ok":
             return f"{p.get('label')}: {p.get('status')} {p.get('reason') or ''}"
-        return f"{p.get('label')}: dev {_fmt(p.get('dev'))} test {_fmt(p.get('test'))}"
+        return (f"{p.get('label')}: dev {format_score(p.get('dev'))} "
+                f"test {format_score(p.get('test'))}")
     if type_ == "iteration.started":
-        return f"iteration {p.get('iteration')} · T={_fmt(p.get('temperature'))}"
+        return f"iteration {p.get('iteration')} · T={format_score(p.get('temperature'))}"
     if type_ == "candidate.generated":
         return f"{cid} generated"
     if type_ == "candidate.screened":
@@ -87,18 +81,18 @@ def summarize(type_: str, p: dict[str, Any]) -> str:
         if score is None:
             err = (p.get("metrics") or {}).get("error", "")
             return f"{cid} {p.get('split')} not scored {err}".rstrip()
-        return f"{cid} {p.get('split')} {_fmt(score)}"
+        return f"{cid} {p.get('split')} {format_score(score)}"
     if type_ == "pairs.built":
         return (f"iteration {p.get('iteration')}: {len(p.get('chosen') or [])} chosen, "
                 f"{len(p.get('rejected') or [])} rejected, {len(p.get('pairs') or [])} pairs")
     if type_ == "factory.refined":
         m = p.get("metrics") or {}
-        bits = [f"{k} {_fmt(v)}" for k, v in m.items() if not isinstance(v, (dict, list))]
+        bits = [f"{k} {format_score(v)}" for k, v in m.items() if not isinstance(v, (dict, list))]
         return f"iteration {p.get('iteration')}: {p.get('optimizer')} " + " ".join(bits[:4])
     if type_ == "iteration.finished":
         s = p.get("stats") or {}
-        return (f"iteration {p.get('iteration')}: best {_fmt(s.get('best'))} "
-                f"mean {_fmt(s.get('mean'))}")
+        return (f"iteration {p.get('iteration')}: best {format_score(s.get('best'))} "
+                f"mean {format_score(s.get('mean'))}")
     if type_ == "selection.tested":
         return f"top {p.get('k')} scored on test; best by dev {p.get('best_dev')}"
     if type_ == "run.finished":
@@ -189,8 +183,9 @@ class EventIndex:
         low = self._lower or []
         return [i for i in idx if q in low[i]]
 
-    def iteration_of(self, cid: str) -> int:
-        return self._cid_iter.get(cid, 0)
+    def iteration_at(self, cursor: int) -> int:
+        """The iteration (1-based; 0 before the first) that the first ``cursor`` events reach."""
+        return bisect_right(self.iteration_starts, cursor - 1)
 
 
 _interned: dict[str, str] = {}
@@ -239,7 +234,6 @@ class Replay:
         self._owned_c: set[str] = set()
         self._owned_i: set[int] = set()
         self._chunks: OrderedDict[int, list[Any]] = OrderedDict()
-        self.reads = 0  # chunk reads from the store (for tests and the benchmark)
 
     @classmethod
     def for_store(cls, store: Any, run_id: str, **kw: Any) -> Replay:
@@ -285,7 +279,6 @@ class Replay:
         first = j * c
         after = self.index.positions[first - 1] if first else 0
         got = list(self.reader(after, want))
-        self.reads += 1
         if len(got) < want:
             raise RuntimeError(f"the store returned {len(got)} events, expected {want}")
         self._chunks[j] = got
@@ -304,9 +297,6 @@ class Replay:
             hi = min(stop - j * c, len(part))
             yield from part[lo:hi]
             i = j * c + hi
-
-    def event(self, i: int) -> Any:
-        return next(self.events(i, i + 1))
 
     # -- folding -------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import textwrap
 import time
 from typing import Any
 
+import selfdev
 from selfdev import ConfigError, Context, cache_dir
 from selfdev import hookimpl
 
@@ -130,32 +131,10 @@ def _mlp_class():
     return DigitsMLP
 
 
-def __getattr__(name: str) -> Any:  # lets pickle find plugins.domains.digits.DigitsMLP
+def __getattr__(name: str) -> Any:  # lets pickle find selfdev.plugins.domains.digits.DigitsMLP
     if name == "DigitsMLP":
         return _mlp_class()
     raise AttributeError(name)
-
-
-class _threads:
-    """Use exactly ``n`` torch threads inside the block, then restore the previous setting.
-
-    The trained weights depend on the thread count (it changes how float sums are split), so
-    the build pins it instead of following the machine.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __enter__(self) -> None:
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(self.n)
-
-    def __exit__(self, *exc: Any) -> None:
-        import torch
-
-        torch.set_num_threads(self.before)
 
 
 class DigitsDomain(TensorDomain):
@@ -275,7 +254,7 @@ class DigitsDomain(TensorDomain):
 
         cls = _mlp_class()
         Xtr, ytr = self.labelled_split("train")
-        with _threads(self.threads), torch.random.fork_rng(devices=[]):
+        with selfdev.torch_threads(self.threads), torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             seed_model = cls(self.hidden)
             n = max(1, int(self.base_frac * len(Xtr)))

@@ -16,7 +16,7 @@ Data: one JSON object per line with ``question`` and ``answer`` (a solution whos
   (the paper: 100 dev, the rest test). :meth:`GSM8kEvaluator.split_info` describes the split
   (file hashes, sizes, index hash) so a run can record it.
 
-The model is an ``LMModel`` handle (see ``plugins/domains/lm_model.py``) or a model directory.
+The model is an ``LMModel`` handle (see ``plugins/domains/lm/model.py``) or a model directory.
 """
 from __future__ import annotations
 
@@ -177,8 +177,6 @@ def hf_generate(model, tok, prompts: list[str], max_new_tokens: int, stops: list
                 batch_size: int = 32, progress=None) -> list[str]:
     """Batched greedy decoding with left padding and a KV cache; stops per row at EOS or at any
     stop string. Returns the generated text of each prompt (not cut at the stop string)."""
-    import torch
-
     device = next(model.parameters()).device
     eos = _eos_ids(model, tok)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (min(eos) if eos else 0)
@@ -441,7 +439,7 @@ class GSM8kEvaluator(Evaluator):
             return "cpu"
 
     def generate(self, model: Any, prompts: list[str], progress_desc: str = "evaluating") -> list[str]:
-        from selfdev.plugins.domains.lm_model import as_handle
+        from selfdev.plugins.domains.lm.model import as_handle
 
         spec = self._resolved or self.resolve()
         handle = as_handle(model)
@@ -463,8 +461,6 @@ class GSM8kEvaluator(Evaluator):
                 if task:
                     task.advance(len(prompts))
                 return outs
-            import torch
-
             torch_dtype = None if self.dtype == "auto" else self.dtype
             m, tok = handle.load(self._device(), torch_dtype)
             return hf_generate(m, tok, prompts, max_new, stops, int(spec["batch_size"]), task)

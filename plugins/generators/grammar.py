@@ -602,7 +602,7 @@ def build_program(rng: random.Random, temperature: float) -> Program:
     s = Sampler(rng, temperature)
     L, x, M = rng.choice(NAMINGS)
     p = Program(L, x, M)
-    p.add(f"{{L}} = [{{x}}.float() for {{x}} in task_vectors.values()]")
+    p.add("{L} = [{x}.float() for {x} in task_vectors.values()]")
     if s.chance(0.3):
         p.add("""
             if len({L}) == 0:

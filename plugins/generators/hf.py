@@ -1,9 +1,10 @@
 """The ``hf`` generator: any local Hugging Face causal LM directory as the algorithm factory.
 
 Sampling is batched ``transformers`` generation with a KV cache; each completion has its own
-seeded random stream (see ``factory_common.sample``). The checkpoint the engine passes (the
-factory after the last refinement: full weights, or a LoRA adapter over ``model``) is applied
-before sampling; the first iteration uses ``model`` itself (with ``adapter`` applied, if given).
+seeded random stream (see ``selfdev.plugins.factory.sampling.sample``). The checkpoint the
+engine passes (the factory after the last refinement: full weights, or a LoRA adapter over
+``model``) is applied before sampling; the first iteration uses ``model`` itself (with
+``adapter`` applied, if given).
 
 Instruction models get their chat template (one user turn holding the domain prompt, after an
 optional ``system`` turn); base models get the prompt text as is (``chat_template = false``
@@ -24,10 +25,12 @@ from typing import Any
 
 from selfdev import ConfigError, Context, Generator
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
+from selfdev.plugins.factory.checkpoints import is_adapter, MANIFEST, write_manifest
+from selfdev.plugins.factory.checks import chat_option, check_choice, check_number
+from selfdev.plugins.factory.sampling import LocalModelGenerator, SampleSpec
 
 
-class HFGenerator(fc.LocalModelGenerator, Generator):
+class HFGenerator(LocalModelGenerator, Generator):
     """A local transformers model directory (optionally with a LoRA adapter) as the factory."""
 
     name = "hf"
@@ -47,15 +50,15 @@ class HFGenerator(fc.LocalModelGenerator, Generator):
             raise ConfigError(f"config: [generator] hf model {str(self.model_path)!r} is not a "
                               f"model directory (no config.json)")
         self.adapter = Path(adapter).expanduser() if adapter else None
-        if self.adapter is not None and not fc.is_adapter(self.adapter):
+        if self.adapter is not None and not is_adapter(self.adapter):
             raise ConfigError(f"config: [generator] hf adapter {str(self.adapter)!r} has no "
                               f"adapter_config.json")
-        self.spec = fc.SampleSpec(
-            max_new_tokens=fc.check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True),
-            top_p=fc.check_number(k, "top_p", top_p, lo=0.0, hi=1.0),
-            top_k=fc.check_number(k, "top_k", top_k, lo=0, integer=True),
-            batch_size=fc.check_number(k, "batch_size", batch_size, lo=1, integer=True),
-            cache_implementation=fc.check_choice(k, "cache_implementation", cache_implementation,
+        self.spec = SampleSpec(
+            max_new_tokens=check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True),
+            top_p=check_number(k, "top_p", top_p, lo=0.0, hi=1.0),
+            top_k=check_number(k, "top_k", top_k, lo=0, integer=True),
+            batch_size=check_number(k, "batch_size", batch_size, lo=1, integer=True),
+            cache_implementation=check_choice(k, "cache_implementation", cache_implementation,
                                                  ["dynamic", "static"]),
             stop_strings=list(stop or []))
         if self.spec.cache_implementation == "dynamic":
@@ -65,9 +68,9 @@ class HFGenerator(fc.LocalModelGenerator, Generator):
             raise ConfigError(f"config: [generator] dtype must be auto, float32, bfloat16 or "
                               f"float16; got {dtype!r}")
         self.device = device
-        self.chat_template = fc.chat_option(k, chat_template)
+        self.chat_template = chat_option(k, chat_template)
         self.system = system
-        self.threads = fc.check_number(k, "threads", threads, lo=0, integer=True)
+        self.threads = check_number(k, "threads", threads, lo=0, integer=True)
 
     def initial_checkpoint(self) -> Path:
         """``model`` itself; with ``adapter``, a cached view of the adapter (links to its files)
@@ -79,13 +82,13 @@ class HFGenerator(fc.LocalModelGenerator, Generator):
         key = hashlib.blake2b(f"{self.model_path.resolve()}\0{self.adapter.resolve()}".encode(),
                               digest_size=8).hexdigest()
         view = Path(self.ctx.home) / "cache" / "factory" / f"hf-adapter-{key}"
-        if not (view / fc.MANIFEST).is_file():
+        if not (view / MANIFEST).is_file():
             view.mkdir(parents=True, exist_ok=True)
             for file in self.adapter.iterdir():
                 link = view / file.name
                 if file.is_file() and not link.exists():
                     link.symlink_to(file.resolve())
-            fc.write_manifest(view, {"kind": "lora", "base": str(self.model_path.resolve()),
+            write_manifest(view, {"kind": "lora", "base": str(self.model_path.resolve()),
                                      "initial": str(self.model_path.resolve()),
                                      "adapter_source": str(self.adapter.resolve())})
         return view

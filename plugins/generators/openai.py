@@ -40,7 +40,7 @@ from typing import Any
 
 from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
+from selfdev.plugins.factory.checks import check_number
 
 log = logging.getLogger("selfdev.generators.openai")
 
@@ -81,14 +81,14 @@ class OpenAIGenerator(Generator):
         self.api_key_env = api_key_env
         self.chat = bool(chat)
         self.system = system
-        self.max_tokens = fc.check_number(k, "max_tokens", max_tokens, lo=1, integer=True)
-        self.top_p = fc.check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
-        self.n_per_request = fc.check_number(k, "n_per_request", n_per_request, lo=1, integer=True)
-        self.concurrency = fc.check_number(k, "concurrency", concurrency, lo=1, integer=True)
-        self.timeout = fc.check_number(k, "timeout", timeout, lo=0.001)
-        self.max_retries = fc.check_number(k, "max_retries", max_retries, lo=0, integer=True)
-        self.backoff = fc.check_number(k, "backoff", backoff, lo=0.0)
-        self.backoff_max = fc.check_number(k, "backoff_max", backoff_max, lo=0.0)
+        self.max_tokens = check_number(k, "max_tokens", max_tokens, lo=1, integer=True)
+        self.top_p = check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
+        self.n_per_request = check_number(k, "n_per_request", n_per_request, lo=1, integer=True)
+        self.concurrency = check_number(k, "concurrency", concurrency, lo=1, integer=True)
+        self.timeout = check_number(k, "timeout", timeout, lo=0.001)
+        self.max_retries = check_number(k, "max_retries", max_retries, lo=0, integer=True)
+        self.backoff = check_number(k, "backoff", backoff, lo=0.0)
+        self.backoff_max = check_number(k, "backoff_max", backoff_max, lo=0.0)
         self.send_seed = bool(send_seed)
         self.stop = list(stop or [])
         self.extra_body = dict(extra_body or {})

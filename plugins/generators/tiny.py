@@ -35,9 +35,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import selfdev
 from selfdev import ConfigError, Context, Generator, SelfdevError, cache_lock, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
+from selfdev.plugins.factory.checkpoints import MANIFEST, quiet_hf, write_manifest
+from selfdev.plugins.factory.checks import check_choice, check_number
+from selfdev.plugins.factory.sampling import LocalModelGenerator, SampleSpec
+from selfdev.plugins.factory.threads import resolve_threads
+from selfdev.plugins.generators import grammar
 
 HEADER = "<merge_models>"
 SPECIALS = ["<pad>", "<unk>", "<bos>", "<eos>", HEADER]
@@ -118,12 +123,8 @@ def canonical_names(code: str) -> str:
     import io
     import tokenize
 
-    try:
-        from selfdev.plugins.generators.grammar import NAMINGS
-    except ImportError:  # pragma: no cover
-        return code
-    target = NAMINGS[0]
-    table = {old: new for scheme in NAMINGS[1:] for old, new in zip(scheme, target)}
+    target = grammar.NAMINGS[0]
+    table = {old: new for scheme in grammar.NAMINGS[1:] for old, new in zip(scheme, target)}
     lines = code.splitlines(keepends=True)
     edits: list[tuple[int, int, int, str]] = []
     try:
@@ -147,11 +148,7 @@ def corpus_programs(spec: TinySpec) -> list[str]:
     24 / 62 / 82 %, a 30 % longer build and fewer structurally new programs; so they go
     (``strip_docstrings = False`` keeps them; comments always stay). ``canonical_names`` is for
     the test size (see ``canonical_names``)."""
-    try:
-        from selfdev.plugins.generators.grammar import corpus
-    except ImportError as exc:  # pragma: no cover - the grammar plugin ships with selfdev
-        raise SelfdevError(f"the tiny factory needs the grammar generator's corpus: {exc}") from None
-    programs = corpus(spec.corpus_size, spec.corpus_seed, temperature=spec.corpus_temperature)
+    programs = grammar.corpus(spec.corpus_size, spec.corpus_seed, temperature=spec.corpus_temperature)
     if spec.strip_docstrings:
         programs = [strip_docstring(p) for p in programs]
     if spec.canonical_names:
@@ -209,13 +206,18 @@ def _batches(lengths: list[int], batch_size: int, steps: int, seed: int) -> list
 
 def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: Any = None) -> dict:
     """Build a tiny factory into ``dest`` (a new directory); return the build report."""
+    n_threads = resolve_threads(threads)
+    with selfdev.torch_threads(n_threads):
+        return _build(spec, dest, n_threads, progress)
+
+
+def _build(spec: TinySpec, dest: Path, n_threads: int, progress: Any) -> dict:
     import math
 
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     started = time.perf_counter()
-    n_threads = fc.set_threads(threads)
     programs = corpus_programs(spec)
     tok = train_tokenizer(programs, spec.vocab_size)
     header_ids = tok(HEADER)["input_ids"]
@@ -287,7 +289,7 @@ def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: A
                                                eos_token_id=tok.eos_token_id,
                                                pad_token_id=tok.pad_token_id)
     dest.mkdir(parents=True)
-    with fc.quiet_hf():
+    with quiet_hf():
         model.save_pretrained(str(dest))
         tok.save_pretrained(str(dest))
     tail = losses[-max(1, len(losses) // 10):]
@@ -305,7 +307,7 @@ def build(spec: TinySpec, dest: Path, *, threads: int | None = None, progress: A
     (dest / "build.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     (dest / "corpus.sha").write_text(hashlib.blake2b("\0".join(programs).encode(),
                                                      digest_size=16).hexdigest() + "\n")
-    fc.write_manifest(dest, {"kind": "full", "factory": "tiny", "initial": str(dest.resolve()),
+    write_manifest(dest, {"kind": "full", "factory": "tiny", "initial": str(dest.resolve()),
                              "prompt": {"mode": "header", "header": HEADER}})
     return report
 
@@ -318,10 +320,10 @@ def ensure_factory(home: Path, size: str = "default", *, threads: int | None = N
     key = cache_key(spec, programs)
     root = Path(home) / "cache" / "factory"
     dest = root / f"tiny-{size}-{key}"
-    if (dest / fc.MANIFEST).is_file():
+    if (dest / MANIFEST).is_file():
         return dest
     with cache_lock(root / f".tiny-{size}-{key}.lock"):
-        if (dest / fc.MANIFEST).is_file():
+        if (dest / MANIFEST).is_file():
             return dest
         tmp = root / f".tmp-tiny-{size}-{key}-{os.getpid()}"
         if tmp.exists():
@@ -329,7 +331,7 @@ def ensure_factory(home: Path, size: str = "default", *, threads: int | None = N
         try:
             report = build(spec, tmp, threads=threads, progress=progress)
             # the manifest names the final directory
-            fc.write_manifest(tmp, {"kind": "full", "factory": "tiny",
+            write_manifest(tmp, {"kind": "full", "factory": "tiny",
                                     "initial": str(dest.resolve()),
                                     "prompt": {"mode": "header", "header": HEADER},
                                     "build_seconds": report["seconds"]})
@@ -346,7 +348,7 @@ def ensure_factory(home: Path, size: str = "default", *, threads: int | None = N
 # the generator
 
 
-class TinyGenerator(fc.LocalModelGenerator, Generator):
+class TinyGenerator(LocalModelGenerator, Generator):
     """The embedded factory (built and cached on first use; see the module docstring)."""
 
     name = "tiny"
@@ -360,21 +362,21 @@ class TinyGenerator(fc.LocalModelGenerator, Generator):
         spec_for(size)
         self.size = size
         self.overrides = {
-            "steps": None if steps is None else fc.check_number(kind, "steps", steps, lo=1, integer=True),
-            "corpus_size": None if corpus_size is None else fc.check_number(
+            "steps": None if steps is None else check_number(kind, "steps", steps, lo=1, integer=True),
+            "corpus_size": None if corpus_size is None else check_number(
                 kind, "corpus_size", corpus_size, lo=16, integer=True),
         }
-        self.spec = fc.SampleSpec(
-            max_new_tokens=fc.check_number(kind, "max_new_tokens", max_new_tokens, lo=1, integer=True),
-            top_p=fc.check_number(kind, "top_p", top_p, lo=0.0, hi=1.0),
-            top_k=fc.check_number(kind, "top_k", top_k, lo=0, integer=True),
-            batch_size=fc.check_number(kind, "batch_size", batch_size, lo=1, integer=True),
-            cache_implementation=fc.check_choice(kind, "cache_implementation",
+        self.spec = SampleSpec(
+            max_new_tokens=check_number(kind, "max_new_tokens", max_new_tokens, lo=1, integer=True),
+            top_p=check_number(kind, "top_p", top_p, lo=0.0, hi=1.0),
+            top_k=check_number(kind, "top_k", top_k, lo=0, integer=True),
+            batch_size=check_number(kind, "batch_size", batch_size, lo=1, integer=True),
+            cache_implementation=check_choice(kind, "cache_implementation",
                                                  cache_implementation or None,
                                                  [None, "static", "dynamic"]))
         if self.spec.cache_implementation == "dynamic":
             self.spec.cache_implementation = None
-        self.threads = fc.check_number(kind, "threads", threads, lo=0, integer=True)
+        self.threads = check_number(kind, "threads", threads, lo=0, integer=True)
         self.device = "cpu"
         self._initial: Path | None = None
 
@@ -385,165 +387,6 @@ class TinyGenerator(fc.LocalModelGenerator, Generator):
         return self._initial
 
 
-# --------------------------------------------------------------------------------------------
-# measuring a factory: novelty, static screen, speed (``selfdev factory stats``)
-
-
-def run_candidates(codes: list[str | None], domain: Any, evaluator: Any = None,
-                   timeout: float = 10.0) -> list[tuple[str, float | None]]:
-    """``(status, dev score)`` of each program, run through ``domain.apply`` (the sandbox) and
-    scored by ``evaluator`` on the dev split; ``("unparsed", None)`` where there is no program."""
-    out: list[tuple[str, float | None]] = []
-    for code in codes:
-        if code is None:
-            out.append(("unparsed", None))
-            continue
-        outcome = domain.apply(code, timeout)
-        score = None
-        if outcome.ok and evaluator is not None:
-            score = evaluator.evaluate(domain, outcome.model, "dev").get("score")
-        out.append((outcome.status, score))
-    return out
-
-
-def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: float = 1.2,
-            seed: int = 0, checkpoint: Path | None = None, corpus: list[str] | None = None,
-            domain: Any = None, evaluator: Any = None) -> dict:
-    """Sample ``samples`` completions and report what they are (used by the CLI and the tests).
-
-    With a ``domain`` (and ``evaluator``), every program also runs in the sandbox: the
-    executable rate and the mean dev score of the executable ones.
-    """
-    from selfdev.plugins.prompting import candidate_code, program_keys, screen_code
-
-    prompt = "(the tiny factory does not read the prompt)"
-    completions = generator.generate([prompt], samples, temperature, seed, checkpoint=checkpoint)
-    stats = dict(getattr(generator, "last_stats", {}))
-    if corpus is None:
-        loaded = generator.load(checkpoint)
-        spec = spec_for(getattr(generator, "size", "default"), **getattr(generator, "overrides", {}))
-        corpus = corpus_programs(spec) if loaded.manifest.get("factory") == "tiny" else []
-    corpus_exact, corpus_shape = set(), set()
-    for program in corpus:
-        keys = program_keys(program)
-        if keys:
-            corpus_exact.add(keys[0])
-            corpus_shape.add(keys[1])
-    parsed = screened = novel_exact = novel_shape = 0
-    distinct: set[str] = set()
-    for c in completions:
-        code = candidate_code(c.text)
-        if code is None:
-            continue
-        parsed += 1
-        if screen_code(code)[0]:
-            screened += 1
-        keys = program_keys(code)
-        if keys:
-            distinct.add(keys[0])
-            novel_exact += keys[0] not in corpus_exact
-            novel_shape += keys[1] not in corpus_shape
-    n = max(1, len(completions))
-    extra: dict[str, Any] = {}
-    if domain is not None:
-        runs = run_candidates([candidate_code(c.text) for c in completions], domain, evaluator)
-        scores = [s for status, s in runs if status == "ok" and s is not None]
-        extra["executable_rate"] = round(sum(status == "ok" for status, _ in runs) / n, 4)
-        if evaluator is not None:
-            extra["mean_dev_score"] = round(sum(scores) / len(scores), 4) if scores else None
-            extra["best_dev_score"] = round(max(scores), 4) if scores else None
-            # every sample counts, a failed one as 0: "how good is a draw from the factory"
-            extra["mean_dev_score_all"] = round(sum(scores) / n, 4)
-    return {
-        **extra,
-        "samples": len(completions), "temperature": temperature, "seed": seed,
-        "parsed_rate": round(parsed / n, 4),
-        "screen_pass_rate": round(screened / n, 4),
-        "novel_rate": round(novel_exact / n, 4),
-        "novel_of_parsed": round(novel_exact / max(1, parsed), 4),
-        "novel_structure_rate": round(novel_shape / n, 4),
-        "distinct_programs": len(distinct),
-        "mean_tokens": round(sum(c.meta.get("tokens", 0) for c in completions) / n, 1),
-        "truncated_rate": round(sum(c.meta.get("finish") == "length" for c in completions) / n, 4),
-        **{f"gen_{k}": v for k, v in stats.items()},
-    }
-
-
-def _stats_command() -> Any:
-    import click
-
-    @click.group(name="factory")
-    def factory() -> None:
-        """The embedded tiny factory: build it, measure it."""
-
-    @factory.command(name="stats")
-    @click.option("--size", default="default", show_default=True, type=click.Choice(sorted(SIZES)))
-    @click.option("--samples", default=100, show_default=True, type=click.IntRange(1))
-    @click.option("--temperature", default=1.2, show_default=True, type=float)
-    @click.option("--seed", default=0, show_default=True, type=int)
-    @click.option("--checkpoint", default=None, type=click.Path(file_okay=False, path_type=Path),
-                  help="A refined factory directory (default: the pretrained one).")
-    @click.option("--threads", default=0, show_default=True, type=int,
-                  help="0 = automatic (2 on an idle machine, 1 under load).")
-    @click.option("--top-p", "top_p", default=1.0, show_default=True, type=float)
-    @click.option("--domain", default=None,
-                  help="Also run every program in this domain's sandbox and score it on dev "
-                       "(executable rate, mean dev score).")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def stats(size: str, samples: int, temperature: float, seed: int, checkpoint: Path | None,
-              threads: int, top_p: float, domain: str | None, as_json: bool) -> None:
-        """Build (if needed) and sample the tiny factory; report novelty, screen pass rate,
-        speed and the build report."""
-        import click as _click
-
-        from selfdev import NullProgress, selfdev_home
-
-        home = selfdev_home()
-        ctx = Context(run_id="factory-stats", seed=seed, home=home,
-                      artifacts=home / "artifacts" / "factory-stats", progress=NullProgress())
-        gen = TinyGenerator(ctx, size=size, threads=threads, top_p=top_p)
-        t0 = time.perf_counter()
-        path = gen.initial_checkpoint()
-        ready = time.perf_counter() - t0
-        dom = evaluator = None
-        if domain:
-            from selfdev import get_registry
-
-            registry = get_registry()
-            dom = registry.get("domain", domain)(ctx)
-            dom.prepare()
-            evaluator = registry.get("evaluator", dom.default_evaluator)(ctx)
-        try:
-            report = measure(gen, samples=samples, temperature=temperature, seed=seed,
-                             checkpoint=checkpoint, domain=dom, evaluator=evaluator)
-        finally:
-            if dom is not None:
-                dom.close()
-        report["factory"] = str(checkpoint or path)
-        report["ready_seconds"] = round(ready, 2)
-        build_file = path / "build.json"
-        if build_file.is_file():
-            report["build"] = json.loads(build_file.read_text())
-        if as_json:
-            _click.echo(json.dumps(report, indent=2, sort_keys=True))
-            return
-        for key in sorted(report):
-            if key != "build":
-                _click.echo(f"{key:<28} {report[key]}")
-        if "build" in report:
-            b = report["build"]
-            _click.echo(f"{'build':<28} {b['seconds']} s ({b['parameters']} parameters, "
-                        f"{b['steps']} steps, loss {b['loss_first']} -> {b['loss_last']}, "
-                        f"{b['epochs']} epochs over {b['corpus_used']} programs)")
-
-    return factory
-
-
 @hookimpl
 def register_generators(register):
     register(TinyGenerator)
-
-
-@hookimpl
-def register_commands(cli):
-    cli.add_command(_stats_command())

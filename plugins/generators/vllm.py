@@ -28,7 +28,10 @@ from typing import Any
 
 from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
+from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, is_adapter,
+                                                 load_tokenizer, read_manifest)
+from selfdev.plugins.factory.checks import chat_option, check_number
+from selfdev.plugins.factory.prompts import prompt_format
 
 MISSING = ("the vllm generator needs vLLM, which is not installed here (it needs a CUDA GPU): "
            "pip install 'selfdev[vllm]' on a GPU machine, or use generator \"hf\"")
@@ -58,18 +61,18 @@ class VLLMGenerator(Generator):
                               "model directory)")
         self.model_path = Path(model).expanduser()
         self.adapter = Path(adapter).expanduser() if adapter else None
-        self.max_new_tokens = fc.check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True)
-        self.top_p = fc.check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
-        self.top_k = fc.check_number(k, "top_k", top_k, lo=0, integer=True)
+        self.max_new_tokens = check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True)
+        self.top_p = check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
+        self.top_k = check_number(k, "top_k", top_k, lo=0, integer=True)
         self.dtype = dtype
-        self.gpu_memory_utilization = fc.check_number(k, "gpu_memory_utilization",
+        self.gpu_memory_utilization = check_number(k, "gpu_memory_utilization",
                                                       gpu_memory_utilization, lo=0.05, hi=1.0)
-        self.max_model_len = fc.check_number(k, "max_model_len", max_model_len, lo=16, integer=True)
-        self.max_lora_rank = fc.check_number(k, "max_lora_rank", max_lora_rank, lo=1, integer=True)
-        self.tensor_parallel_size = fc.check_number(k, "tensor_parallel_size", tensor_parallel_size,
+        self.max_model_len = check_number(k, "max_model_len", max_model_len, lo=16, integer=True)
+        self.max_lora_rank = check_number(k, "max_lora_rank", max_lora_rank, lo=1, integer=True)
+        self.tensor_parallel_size = check_number(k, "tensor_parallel_size", tensor_parallel_size,
                                                     lo=1, integer=True)
         self.enforce_eager = bool(enforce_eager)
-        self.chat_template = fc.chat_option(k, chat_template)
+        self.chat_template = chat_option(k, chat_template)
         self.system = system
         self.stop = list(stop or [])
         self._engine: Any = None
@@ -111,7 +114,7 @@ class VLLMGenerator(Generator):
                            tensor_parallel_size=self.tensor_parallel_size,
                            enforce_eager=self.enforce_eager, seed=self.ctx.seed)
         self._engine_model = model_dir
-        self._tokenizer = fc.load_tokenizer(model_dir)
+        self._tokenizer = load_tokenizer(model_dir)
         return self._engine
 
     def _lora_request(self, checkpoint: Path) -> Any:
@@ -126,16 +129,16 @@ class VLLMGenerator(Generator):
                  checkpoint: Path | None = None, iteration: int = 1) -> list[Completion]:
         from vllm import SamplingParams
 
-        path = fc.check_checkpoint(Path(checkpoint) if checkpoint else self.initial_checkpoint(),
+        path = check_checkpoint(Path(checkpoint) if checkpoint else self.initial_checkpoint(),
                                    f"generator {self.name!r}")
         lora = None
-        if fc.is_adapter(path):
-            base = fc.adapter_base(path)
+        if is_adapter(path):
+            base = adapter_base(path)
             engine = self._ensure_engine(base)
             lora = self._lora_request(path)
         else:
             engine = self._ensure_engine(path)
-        fmt = fc.prompt_format(self._tokenizer, fc.read_manifest(path), self.chat_template,
+        fmt = prompt_format(self._tokenizer, read_manifest(path), self.chat_template,
                                self.system)
         contexts = [fmt.ids(self._tokenizer, p) for p in prompts]
         requests, params = [], []

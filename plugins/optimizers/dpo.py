@@ -33,10 +33,18 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import selfdev
 from selfdev import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
-from selfdev.plugins.optimizers import trainer_common as tc
+from selfdev.plugins.factory.checkpoints import (check_checkpoint, load_factory, quiet_hf,
+                                                 read_manifest)
+from selfdev.plugins.factory.checks import check_choice, check_number, check_reference
+from selfdev.plugins.factory.prompts import prompt_options
+from selfdev.plugins.factory.threads import resolve_threads
+from selfdev.plugins.factory.training import (LoraSettings, new_checkpoint_dir, Policy,
+                                              prepare_policy, record_margin, save_checkpoint,
+                                              silence, summarise, timer, training_arguments,
+                                              unique_pairs, Workdir)
 
 
 @dataclass(frozen=True)
@@ -82,8 +90,8 @@ class DPOOptimizer(Optimizer):
                  system: str | None = None, measure_margin: bool = True) -> None:
         super().__init__(ctx)
         k = "optimizer"
-        self.preset = fc.check_choice(k, "preset", preset, ["auto", *PRESETS])
-        num = fc.check_number
+        self.preset = check_choice(k, "preset", preset, ["auto", *PRESETS])
+        num = check_number
         self.overrides = {
             "learning_rate": None if learning_rate is None else num(k, "learning_rate", learning_rate, lo=0.0),
             "beta": None if beta is None else num(k, "beta", beta, lo=0.0),
@@ -100,26 +108,26 @@ class DPOOptimizer(Optimizer):
             raise ConfigError("config: [optimizer] target_modules must be \"all-linear\" or a list of "
                               "module names")
         self.target_modules = target_modules
-        self.reference = tc.check_reference(k, reference)
+        self.reference = check_reference(k, reference)
         types = [loss_type] if isinstance(loss_type, str) else loss_type
         if types is not None:
             if not isinstance(types, list) or not types:
                 raise ConfigError("config: [optimizer] loss_type must be a name or a list of names")
             for t in types:
-                fc.check_choice(k, "loss_type", t, LOSS_TYPES)
+                check_choice(k, "loss_type", t, LOSS_TYPES)
         self.loss_types = types
         if loss_weights is not None:
             if (not isinstance(loss_weights, list) or types is None
                     or len(loss_weights) != len(types)):
                 raise ConfigError("config: [optimizer] loss_weights needs one number per loss_type")
-            loss_weights = [fc.check_number(k, "loss_weights", w, lo=0.0) for w in loss_weights]
+            loss_weights = [check_number(k, "loss_weights", w, lo=0.0) for w in loss_weights]
         self.loss_weights = loss_weights
         self.max_pairs = num(k, "max_pairs", max_pairs, lo=0, integer=True)
         self.device = device
         self.dtype = None if dtype in ("auto", "", None) else dtype
         self.threads = num(k, "threads", threads, lo=0, integer=True)
         # the prompt format follows the generator's options unless given here
-        self.chat_template, self.system = tc.prompt_options(ctx, chat_template, system)
+        self.chat_template, self.system = prompt_options(ctx, chat_template, system)
         self.measure_margin = bool(measure_margin)
 
     def settings(self, manifest: dict[str, Any]) -> tuple[str, DPOSettings]:
@@ -135,18 +143,22 @@ class DPOOptimizer(Optimizer):
     # ----------------------------------------------------------------------------------------
 
     def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
-        checkpoint = fc.check_checkpoint(checkpoint, f"optimizer {self.name!r}")
-        preset, s = self.settings(fc.read_manifest(checkpoint))
+        with selfdev.torch_threads(resolve_threads(self.threads)):
+            return self._refine(checkpoint, pairs, iteration)
+
+    def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
+        checkpoint = check_checkpoint(checkpoint, f"optimizer {self.name!r}")
+        preset, s = self.settings(read_manifest(checkpoint))
         seed = derive_seed(self.ctx.seed, self.name, iteration)
-        usable = tc.unique_pairs(pairs, self.max_pairs, seed)
+        usable = unique_pairs(pairs, self.max_pairs, seed)
         if not usable:
             return Refinement(checkpoint=None, metrics={"pairs": 0, "trained": False,
                                                         "skipped": "no usable preference pairs"})
-        elapsed = tc.timer()
+        elapsed = timer()
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        policy, fmt, device, lora = tc.prepare_policy(self, checkpoint, s, seed)
+        policy, fmt, device, lora = prepare_policy(self, checkpoint, s, seed)
         tok = policy.tokenizer
         rows = [{"prompt": fmt.row_prompt(p.prompt), "chosen": fmt.row_completion(p.chosen),
                  "rejected": fmt.row_completion(p.rejected)} for p in usable]
@@ -162,13 +174,13 @@ class DPOOptimizer(Optimizer):
         if s.lora:
             metrics.update(lora_r=s.lora_r, lora_alpha=s.lora_alpha)
         if self.measure_margin:
-            tc.record_margin(metrics, policy.model, policy, fmt, usable, "before")
+            record_margin(metrics, policy.model, policy, fmt, usable, "before")
 
         ref_model, peft_config = self.reference_model(policy, lora, device)
         tok.padding_side = "right"
-        train_started = tc.timer()
-        with tc.Workdir() as out_dir, fc.quiet_hf():
-            args = DPOConfig(**tc.training_arguments(
+        train_started = timer()
+        with Workdir() as out_dir, quiet_hf():
+            args = DPOConfig(**training_arguments(
                 output_dir=out_dir, learning_rate=s.learning_rate, epochs=s.epochs,
                 batch_size=s.batch_size, grad_accum=self.grad_accum, seed=seed,
                 max_length=s.max_length, device=device,
@@ -177,23 +189,23 @@ class DPOOptimizer(Optimizer):
             trainer = DPOTrainer(model=policy.model, ref_model=ref_model, args=args,
                                  train_dataset=Dataset.from_list(rows), processing_class=tok,
                                  peft_config=peft_config)
-            tc.silence(trainer).train()
+            silence(trainer).train()
         metrics["train_seconds"] = train_started()
-        metrics.update(tc.summarise(trainer.state.log_history, {
+        metrics.update(summarise(trainer.state.log_history, {
             "rewards/margins": "reward_margin", "rewards/accuracies": "reward_accuracy",
             "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}))
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer, ref_model
         if self.measure_margin:
-            tc.record_margin(metrics, model, policy, fmt, usable, "after")
-        out = tc.new_checkpoint_dir(self.ctx, self.name, iteration)
-        tc.save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
+            record_margin(metrics, model, policy, fmt, usable, "after")
+        out = new_checkpoint_dir(self.ctx, self.name, iteration)
+        save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
                            prompt=fmt, extra={"metrics": {k: v for k, v in metrics.items()
                                                           if k != "losses"}})
         metrics["seconds"] = elapsed()
         return Refinement(checkpoint=out, metrics=metrics)
 
-    def reference_model(self, policy: tc.Policy, lora: tc.LoraSettings | None,
+    def reference_model(self, policy: Policy, lora: LoraSettings | None,
                         device: str) -> tuple[Any, Any]:
         """``(ref_model, peft_config)`` for DPOTrainer; the reference is never left to trl's
         default of reloading ``config._name_or_path``."""
@@ -202,7 +214,7 @@ class DPOOptimizer(Optimizer):
             if self.reference == "current" or same_as_initial:
                 ref = copy.deepcopy(policy.model)
             else:
-                ref = fc.load_factory(policy.initial, device=device, dtype=self.dtype).model
+                ref = load_factory(policy.initial, device=device, dtype=self.dtype).model
             ref.eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
@@ -210,12 +222,12 @@ class DPOOptimizer(Optimizer):
         if policy.continued_adapter:
             if self.reference == "current":
                 return None, None   # trl copies the loaded adapter into a frozen "ref" adapter
-            return fc.load_factory(policy.initial, device=device, dtype=self.dtype).model, None
+            return load_factory(policy.initial, device=device, dtype=self.dtype).model, None
         # a fresh adapter on a full checkpoint: with adapters disabled the model *is* the
         # checkpoint being refined
         if self.reference == "current" or same_as_initial:
             return None, lora.config()
-        return fc.load_factory(policy.initial, device=device, dtype=self.dtype).model, lora.config()
+        return load_factory(policy.initial, device=device, dtype=self.dtype).model, lora.config()
 
 
 @hookimpl

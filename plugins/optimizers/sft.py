@@ -22,10 +22,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import selfdev
 from selfdev import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.generators import factory_common as fc
-from selfdev.plugins.optimizers import trainer_common as tc
+from selfdev.plugins.factory.checkpoints import check_checkpoint, quiet_hf, read_manifest
+from selfdev.plugins.factory.checks import check_choice, check_number
+from selfdev.plugins.factory.prompts import prompt_options
+from selfdev.plugins.factory.threads import resolve_threads
+from selfdev.plugins.factory.training import (new_checkpoint_dir, prepare_policy, record_margin,
+                                              save_checkpoint, silence, summarise, timer,
+                                              training_arguments, Workdir)
 
 
 @dataclass(frozen=True)
@@ -62,8 +68,8 @@ class SFTOptimizer(Optimizer):
                  measure_margin: bool = True) -> None:
         super().__init__(ctx)
         k = "optimizer"
-        num = fc.check_number
-        self.preset = fc.check_choice(k, "preset", preset, ["auto", *PRESETS])
+        num = check_number
+        self.preset = check_choice(k, "preset", preset, ["auto", *PRESETS])
         self.overrides = {
             "learning_rate": None if learning_rate is None else num(k, "learning_rate", learning_rate, lo=0.0),
             "epochs": None if epochs is None else num(k, "epochs", epochs, lo=0.0),
@@ -83,7 +89,7 @@ class SFTOptimizer(Optimizer):
         self.dtype = None if dtype in ("auto", "", None) else dtype
         self.threads = num(k, "threads", threads, lo=0, integer=True)
         # the prompt format follows the generator's options unless given here
-        self.chat_template, self.system = tc.prompt_options(ctx, chat_template, system)
+        self.chat_template, self.system = prompt_options(ctx, chat_template, system)
         self.measure_margin = bool(measure_margin)
 
     def settings(self, manifest: dict[str, Any]) -> tuple[str, SFTSettings]:
@@ -94,8 +100,12 @@ class SFTOptimizer(Optimizer):
         return preset, replace(PRESETS[preset], **chosen)
 
     def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
-        checkpoint = fc.check_checkpoint(checkpoint, f"optimizer {self.name!r}")
-        preset, s = self.settings(fc.read_manifest(checkpoint))
+        with selfdev.torch_threads(resolve_threads(self.threads)):
+            return self._refine(checkpoint, pairs, iteration)
+
+    def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
+        checkpoint = check_checkpoint(checkpoint, f"optimizer {self.name!r}")
+        preset, s = self.settings(read_manifest(checkpoint))
         seed = derive_seed(self.ctx.seed, self.name, iteration)
         examples: dict[tuple[str, str], Pair] = {}
         for p in pairs:
@@ -108,11 +118,11 @@ class SFTOptimizer(Optimizer):
         if not chosen:
             return Refinement(checkpoint=None, metrics={"examples": 0, "trained": False,
                                                         "skipped": "no chosen completions"})
-        elapsed = tc.timer()
+        elapsed = timer()
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        policy, fmt, device, lora = tc.prepare_policy(self, checkpoint, s, seed)
+        policy, fmt, device, lora = prepare_policy(self, checkpoint, s, seed)
         tok = policy.tokenizer
         rows = [{"prompt": fmt.row_prompt(prompt), "completion": fmt.row_completion(text)}
                 for prompt, text in chosen]
@@ -122,12 +132,12 @@ class SFTOptimizer(Optimizer):
             "lora": s.lora, "trained": True}
         usable = [p for p in pairs if p.chosen != p.rejected]
         if self.measure_margin and usable:
-            tc.record_margin(metrics, policy.model, policy, fmt, usable, "before")
+            record_margin(metrics, policy.model, policy, fmt, usable, "before")
         tok.padding_side = "right"
         peft_config = lora.config() if (lora is not None and not policy.continued_adapter) else None
-        train_started = tc.timer()
-        with tc.Workdir() as out_dir, fc.quiet_hf():
-            args = SFTConfig(**tc.training_arguments(
+        train_started = timer()
+        with Workdir() as out_dir, quiet_hf():
+            args = SFTConfig(**training_arguments(
                 output_dir=out_dir, learning_rate=s.learning_rate, epochs=s.epochs,
                 batch_size=s.batch_size, grad_accum=self.grad_accum, seed=seed,
                 max_length=s.max_length, device=device,
@@ -135,16 +145,16 @@ class SFTOptimizer(Optimizer):
             trainer = SFTTrainer(model=policy.model, args=args,
                                  train_dataset=Dataset.from_list(rows), processing_class=tok,
                                  peft_config=peft_config)
-            tc.silence(trainer).train()
+            silence(trainer).train()
         metrics["train_seconds"] = train_started()
-        metrics.update(tc.summarise(trainer.state.log_history,
+        metrics.update(summarise(trainer.state.log_history,
                                     {"mean_token_accuracy": "token_accuracy"}))
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer
         if self.measure_margin and usable:
-            tc.record_margin(metrics, model, policy, fmt, usable, "after")
-        out = tc.new_checkpoint_dir(self.ctx, self.name, iteration)
-        tc.save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
+            record_margin(metrics, model, policy, fmt, usable, "after")
+        out = new_checkpoint_dir(self.ctx, self.name, iteration)
+        save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
                            prompt=fmt, extra={"metrics": {k: v for k, v in metrics.items()
                                                           if k != "losses"}})
         metrics["seconds"] = elapsed()

@@ -9,6 +9,7 @@ from selfdev.engine.config import from_dict
 from selfdev.engine.loop import Runner, run_config
 from selfdev.engine.plugins import pm
 from selfdev.engine.report import summary
+from selfdev.engine.runs import run_summaries
 from selfdev.store import EventStore
 
 TA = '''
@@ -97,7 +98,7 @@ def test_same_seed_same_run_and_a_finished_run_has_everything(db_path):
         assert [s["temperature"] for s in data["iterations"]] == [1.2, 1.0]
         assert len(data["selection"]) == 3
         assert all(r["test"] is not None for r in data["leaderboard"][:3])
-        runs = {r["run_id"]: r for r in store.runs()}
+        runs = {r["run_id"]: r for r in run_summaries(store)}
         assert runs[a.run_id]["status"] == "finished"
         assert store.verify().ok
 

@@ -80,7 +80,7 @@ def test_adapter_is_applied(ctx, hf_model, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.factory.checkpoints import adapter_base, is_adapter
     from selfdev.plugins.generators.hf import HFGenerator
 
     torch.manual_seed(0)
@@ -94,7 +94,7 @@ def test_adapter_is_applied(ctx, hf_model, tmp_path):
     tuned = HFGenerator(ctx, model=str(hf_model), adapter=str(adapter), max_new_tokens=16,
                         threads=1)
     view = tuned.initial_checkpoint()
-    assert fc.is_adapter(view) and fc.adapter_base(view) == hf_model.resolve()
+    assert is_adapter(view) and adapter_base(view) == hf_model.resolve()
     a = plain.generate(["import torch\n"], 2, 1.0, seed=3)
     b = tuned.generate(["import torch\n"], 2, 1.0, seed=3)
     assert [x.text for x in a] != [x.text for x in b]
@@ -110,7 +110,7 @@ def test_config_errors(ctx, tmp_path):
         HFGenerator(ctx)
     with pytest.raises(ConfigError, match="config.json"):
         HFGenerator(ctx, model=str(tmp_path))
-    from selfdev.plugins.generators.factory_common import chat_option
+    from selfdev.plugins.factory.checks import chat_option
 
     with pytest.raises(ConfigError, match="chat_template"):
         chat_option("generator", "maybe")

@@ -122,7 +122,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_requests_seeds_and_lora_per_iteration(ctx, fake_vllm, model_dir, tmp_path):
-    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.factory.checkpoints import load_tokenizer
 
     gen = vllm_plugin.VLLMGenerator(ctx, model=str(model_dir), max_new_tokens=32, top_p=0.9)
     out = gen.generate(["Write merge_models."], 3, 1.1, seed=5)
@@ -134,7 +134,7 @@ def test_requests_seeds_and_lora_per_iteration(ctx, fake_vllm, model_dir, tmp_pa
     assert [p.seed for p in params] == [vllm_plugin.derive_seed(5, 0, i) % 2 ** 31 for i in range(3)]
     assert params[0].temperature == 1.1 and params[0].max_tokens == 32 and params[0].top_p == 0.9
     # plain mode (no chat template, no manifest): the prompt's own token ids
-    tok = fc.load_tokenizer(model_dir)
+    tok = load_tokenizer(model_dir)
     assert requests[0]["prompt_token_ids"] == tok("Write merge_models.")["input_ids"]
 
     # an adapter checkpoint: same engine, a LoRARequest

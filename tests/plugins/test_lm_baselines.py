@@ -7,7 +7,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from selfdev.plugins.domains.lm_baselines import lm_baseline_grid, model_stock, slerp, slerp_vectors  # noqa: E402
+from selfdev.plugins.domains.lm.baselines import lm_baseline_grid, model_stock, slerp, slerp_vectors  # noqa: E402
 
 
 def T(*xs):

@@ -9,13 +9,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest_lm import make_tiny_llama, tiny_llama  # noqa: E402,F401
 
 from selfdev.engine.api import ConfigError, Context, NullProgress  # noqa: E402
 from selfdev.plugins.domains.baselines import average, task_arithmetic  # noqa: E402
-from selfdev.plugins.domains.lm import LMDomain  # noqa: E402
-from selfdev.plugins.domains.lm_io import INDEX_FILE, ModelDir, ShardWriter, mergeable_filter  # noqa: E402
-from selfdev.plugins.domains.lm_model import LMModel  # noqa: E402
+from selfdev.plugins.domains.lm.domain import LMDomain  # noqa: E402
+from selfdev.plugins.domains.lm.io import INDEX_FILE, ModelDir, ShardWriter, mergeable_filter  # noqa: E402
+from selfdev.plugins.domains.lm.model import LMModel  # noqa: E402
 
 AVERAGE = '''
 import torch
@@ -39,7 +38,7 @@ def st(path: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------- I/O
-def test_model_dir_reads_single_and_sharded(tmp_path):
+def test_model_dir_reads_single_and_sharded(tmp_path, make_tiny_llama):
     one = make_tiny_llama(tmp_path / "one")
     many = make_tiny_llama(tmp_path / "many", max_shard_size="20KB")
     assert (many / INDEX_FILE).is_file()
@@ -62,13 +61,13 @@ def test_model_dir_refuses_missing_or_pickled_weights(tmp_path):
         ModelDir.open(tmp_path / "nowhere")
 
 
-def test_shard_writer_writes_an_index_transformers_can_load(tmp_path):
+def test_shard_writer_writes_an_index_transformers_can_load(tmp_path, make_tiny_llama):
     from transformers import AutoModelForCausalLM
 
     src = make_tiny_llama(tmp_path / "src")
     tensors = st(src)
     out = tmp_path / "out"
-    from selfdev.plugins.domains.lm_io import copy_model_files
+    from selfdev.plugins.domains.lm.io import copy_model_files
 
     copy_model_files(src, out)
     w = ShardWriter(out, max_shard_bytes=30_000)
@@ -85,7 +84,7 @@ def test_shard_writer_writes_an_index_transformers_can_load(tmp_path):
 
 
 def test_mergeable_selector():
-    from selfdev.plugins.domains.lm_io import TensorInfo
+    from selfdev.plugins.domains.lm.io import TensorInfo
 
     f = TensorInfo("x", (2,), "F32", "f")
     i = TensorInfo("x", (2,), "I64", "f")
@@ -100,7 +99,7 @@ def test_mergeable_selector():
 
 
 # ---------------------------------------------------------------------------- architecture checks
-def test_mismatched_expert_is_refused_naming_the_first_differing_tensor(tmp_path):
+def test_mismatched_expert_is_refused_naming_the_first_differing_tensor(tmp_path, make_tiny_llama):
     seed = make_tiny_llama(tmp_path / "seed")
     wide = make_tiny_llama(tmp_path / "wide", hidden=64)
     dom = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={"w": str(wide)})
@@ -115,7 +114,7 @@ def test_mismatched_expert_is_refused_naming_the_first_differing_tensor(tmp_path
         LMDomain(ctx(tmp_path), seed_model=str(seed), experts={"d": str(deep)}).prepare()
 
 
-def test_options_are_validated(tmp_path):
+def test_options_are_validated(tmp_path, make_tiny_llama):
     with pytest.raises(ConfigError, match="seed_model"):
         LMDomain(ctx(tmp_path)).prepare()
     with pytest.raises(ConfigError, match="mergeable"):

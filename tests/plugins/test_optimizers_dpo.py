@@ -57,8 +57,8 @@ def build_pairs(texts: list[str], scores: list[float | None], p_w: float, p_l: f
 
 def draw(gen, digits, accuracy, n: int, temperature: float, seed: int,
          checkpoint: Path | None = None) -> tuple[list[str], list[float | None], dict]:
-    from selfdev.plugins.generators.tiny import run_candidates
-    from selfdev.plugins.prompting import candidate_code
+    from selfdev.plugins.commands.factory_stats import run_candidates
+    from selfdev.plugins.factory.programs import candidate_code
 
     completions = gen.generate([PROMPT], n, temperature, seed, checkpoint=checkpoint)
     texts = [c.text for c in completions]
@@ -131,21 +131,21 @@ def test_iterative_refinement_uses_the_current_factory_as_reference(ctx, tiny_fa
 
 def test_lora_refinement_writes_an_adapter_the_generator_applies(ctx, gen, tiny_factory,
                                                                  small_pairs):
-    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.factory.checkpoints import adapter_base, is_adapter
     from selfdev.plugins.optimizers.dpo import DPOOptimizer
 
     opt = DPOOptimizer(ctx, threads=1, lora=True, lora_r=4, lora_alpha=8, learning_rate=5e-3,
                        epochs=1, batch_size=4)
     result = opt.refine(tiny_factory, small_pairs, iteration=1)
     ckpt = result.checkpoint
-    assert fc.is_adapter(ckpt) and not (ckpt / "model.safetensors").exists()
-    assert fc.adapter_base(ckpt) == tiny_factory
+    assert is_adapter(ckpt) and not (ckpt / "model.safetensors").exists()
+    assert adapter_base(ckpt) == tiny_factory
     assert result.metrics["lora"] is True and result.metrics["logp_margin_after"] > result.metrics["logp_margin_before"]
     out = gen.generate([PROMPT], 2, 0.8, seed=1, checkpoint=ckpt)
     assert len(out) == 2
     # continuing the same adapter (iteration 2): trl's frozen copy of it is the reference
     again = opt.refine(ckpt, small_pairs, iteration=2)
-    assert fc.is_adapter(again.checkpoint)
+    assert is_adapter(again.checkpoint)
     assert again.metrics["reward_margin_first"] == pytest.approx(0.0, abs=1e-6)
 
 

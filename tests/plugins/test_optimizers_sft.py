@@ -35,7 +35,7 @@ GOOD = ("import torch\n\n\ndef merge_models(task_vectors: dict[str, torch.Tensor
 
 
 def test_sft_raises_the_likelihood_of_the_chosen(ctx, tiny_factory):
-    from selfdev.plugins.generators import factory_common as fc
+    from selfdev.plugins.factory.checkpoints import load_factory
     from selfdev.plugins.optimizers.sft import SFTOptimizer
 
     pairs = [Pair(PROMPT, GOOD, "import torch\nx = (", 90.0, 10.0),
@@ -48,7 +48,7 @@ def test_sft_raises_the_likelihood_of_the_chosen(ctx, tiny_factory):
     manifest = json.loads((result.checkpoint / "selfdev_factory.json").read_text())
     assert manifest["lineage"] == [{"optimizer": "sft", "iteration": 1}]
     assert manifest["factory"] == "tiny" and manifest["kind"] == "full"
-    loaded = fc.load_factory(result.checkpoint)
+    loaded = load_factory(result.checkpoint)
     assert loaded.manifest["prompt"]["mode"] == "header"
 
 

@@ -110,7 +110,7 @@ def test_two_prompts_are_indexed(gen):
 
 
 def test_measure_reports_novelty_and_screen(gen):
-    from selfdev.plugins.generators.tiny import measure
+    from selfdev.plugins.commands.factory_stats import measure
 
     report = measure(gen, samples=12, temperature=0.8, seed=2)
     for key in ("parsed_rate", "screen_pass_rate", "novel_rate", "novel_structure_rate",
@@ -122,7 +122,7 @@ def test_measure_reports_novelty_and_screen(gen):
 
 
 def test_program_keys_ignore_formatting_and_abstract_names():
-    from selfdev.plugins.prompting import program_keys
+    from selfdev.plugins.factory.programs import program_keys
 
     a = "import torch\ndef merge_models(task_vectors, base, name):\n    x = 0.5\n    return x * base\n"
     b = ("import torch\n\ndef merge_models(task_vectors, base, name):\n    \"\"\"Doc.\"\"\"\n"
@@ -148,9 +148,11 @@ def test_options_are_validated(ctx):
 def test_plugins_are_registered_and_cheap_to_import():
     code = (
         "import sys\n"
-        "import selfdev.plugins.generators.tiny, plugins.generators.hf, plugins.generators.vllm\n"
-        "import selfdev.plugins.generators.openai, plugins.optimizers.dpo, plugins.optimizers.sft\n"
-        "import selfdev.plugins.prompting\n"
+        "import importlib\n"
+        "from selfdev.engine.plugins import DEFAULT_PLUGINS\n"
+        "for name in DEFAULT_PLUGINS + tuple('selfdev.plugins.factory.' + m for m in (\n"
+        "        'checkpoints', 'checks', 'programs', 'prompts', 'sampling', 'threads', 'training')):\n"
+        "    importlib.import_module(name)\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'vllm')\n"
         "         if m in sys.modules]\n"
         "from selfdev.engine.plugins import get_registry\n"

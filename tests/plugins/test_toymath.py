@@ -10,11 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from conftest_lm import toymath_env, toymath_family  # noqa: E402,F401
 
 from selfdev.engine.api import ConfigError, Context, NullProgress  # noqa: E402
-from selfdev.plugins.domains.toymath import (  # noqa: E402
-    FAMILIES, ToyMathDomain, build_family, build_tokenizer, make_problems, training_text)
+from selfdev.plugins.domains.toymath.domain import ToyMathDomain  # noqa: E402
+from selfdev.plugins.domains.toymath.family import build_family  # noqa: E402
+from selfdev.plugins.domains.toymath.problems import FAMILIES, make_problems, training_text  # noqa: E402
+from selfdev.plugins.domains.toymath.tokenizer import build_tokenizer  # noqa: E402
 from selfdev.plugins.evaluators.gsm8k import extract_strict, gold_answer, score_outputs  # noqa: E402
 from selfdev.plugins.evaluators.toymath import ToyMathEvaluator  # noqa: E402
 

@@ -9,7 +9,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
 from click.testing import CliRunner  # noqa: E402
-from conftest_lm import toymath_env, toymath_family  # noqa: E402,F401
 
 ALGO_A = '''\
 Here is my algorithm.

@@ -1,4 +1,5 @@
-"""Helpers shared by the sandbox tests (a unique module name: tests/ has no packages)."""
+"""Helpers shared by the sandbox tests and bench/sandbox.py (a unique module name: tests/ has
+no packages)."""
 import os
 
 import torch
@@ -21,3 +22,23 @@ def src(body: str, imports: str = "import torch\nimport math\n") -> str:
     """Wrap a function body into a candidate module."""
     lines = body.strip("\n").splitlines()
     return imports + "def merge_models(task_vectors, base, name):\n" + "\n".join("    " + ln for ln in lines) + "\n"
+
+
+# TIES merging (trim to the top 20% by magnitude, elect signs, average the agreeing values):
+# a realistic candidate, run by test_sandbox_benign.py and timed by bench/sandbox.py
+TIES = src("""
+k = 0.2
+tvs = torch.stack([task_vectors[e] for e in sorted(task_vectors)])
+flat = tvs.abs().reshape(tvs.shape[0], -1)
+n = flat.shape[1]
+keep = max(1, int(n * k))
+thr = flat.kthvalue(n - keep + 1, dim=1).values
+for i in range(tvs.shape[0]):
+    t = tvs[i]
+    t[t.abs() < thr[i]] = 0
+sign = torch.sign(tvs.sum(dim=0))
+agree = (torch.sign(tvs) == sign) & (tvs != 0)
+num = (tvs * agree).sum(dim=0)
+den = agree.sum(dim=0).clamp(min=1)
+return num / den
+""")

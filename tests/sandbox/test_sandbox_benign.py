@@ -4,28 +4,11 @@ import math
 import pytest
 import torch
 
-from sandbox_helpers import src
+from sandbox_helpers import TIES, src
 
 TASK_ARITHMETIC = src("""
 lam = 0.3
 return lam * sum(task_vectors.values())
-""")
-
-TIES = src("""
-k = 0.2
-tvs = torch.stack([task_vectors[e] for e in sorted(task_vectors)])
-flat = tvs.abs().reshape(tvs.shape[0], -1)
-n = flat.shape[1]
-keep = max(1, int(n * k))
-thr = flat.kthvalue(n - keep + 1, dim=1).values
-for i in range(tvs.shape[0]):
-    t = tvs[i]
-    t[t.abs() < thr[i]] = 0
-sign = torch.sign(tvs.sum(dim=0))
-agree = (torch.sign(tvs) == sign) & (tvs != 0)
-num = (tvs * agree).sum(dim=0)
-den = agree.sum(dim=0).clamp(min=1)
-return num / den
 """)
 
 DARE = src("""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -121,18 +120,3 @@ def engine_run(
 def make_run() -> Callable[..., list[NewEvent]]:
     return engine_run
 
-
-def table_rows(es: EventStore, table: str) -> list[dict[str, Any]]:
-    cursor = es.conn.execute(f"SELECT * FROM {table} ORDER BY rowid")
-    names = [d[0] for d in cursor.description]
-    return [dict(zip(names, row)) for row in cursor.fetchall()]
-
-
-@pytest.fixture
-def projection_rows() -> Callable[[EventStore], dict[str, list[dict[str, Any]]]]:
-    def snapshot(es: EventStore) -> dict[str, list[dict[str, Any]]]:
-        runs = sorted(table_rows(es, "runs"), key=lambda r: r["run_id"])
-        cands = sorted(table_rows(es, "candidates"), key=lambda r: (r["run_id"], r["candidate_id"]))
-        return {"runs": runs, "candidates": cands}
-
-    return snapshot

@@ -16,10 +16,11 @@ from selfdev.store import (
     NewEvent,
     StoredEvent,
     StoreError,
+    Stream,
     canonical_json,
     content_hash,
 )
-from selfdev.store import eventstore as eventstore_module
+from selfdev.store.records import EVENT_COLUMNS
 
 ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 
@@ -204,51 +205,29 @@ class TestEventStoreContract:
 
     # -- atomicity under failure -----------------------------------------------------------------
 
-    def test_failure_after_rows_are_staged_stores_nothing(
-        self, store, monkeypatch, projection_rows
-    ):
+    @pytest.mark.parametrize("error", [OSError("disk on fire"), KeyboardInterrupt()])
+    def test_failure_after_rows_are_staged_stores_nothing(self, store, monkeypatch, error):
         store.append("r", numbered(3))
-        before = projection_rows(store)
+        before = store.streams()
         staged = []
+        original = EventStore._insert_events
 
         def failing_insert(self, conn, rows):
-            conn.executemany(eventstore_module._INSERT, rows[: len(rows) // 2])
+            original(self, conn, rows[: len(rows) // 2])
             staged.append(conn.execute("SELECT count(*) FROM events").fetchone()[0])
-            raise OSError("disk on fire")
+            raise error  # even a BaseException rolls back
 
         monkeypatch.setattr(EventStore, "_insert_events", failing_insert)
-        with pytest.raises(OSError, match="disk on fire"):
+        with pytest.raises(type(error)):
             store.append("r", numbered(10, start=3))
         assert staged == [8]  # five rows were in the transaction
         monkeypatch.undo()
-        assert store.count() == 3 and store.last_position() == 3
-        assert projection_rows(store) == before
+        assert not store.conn.in_transaction
+        assert store.count() == 3 and store.last_position() == 3 and store.streams() == before
         assert store.verify().ok
         later = store.append("r", numbered(2, start=3), expected_version=3)
         assert [(e.position, e.stream_version) for e in later] == [(4, 4), (5, 5)]
         assert store.verify().ok and store.verify().checked == 5
-
-    def test_failure_in_projections_rolls_back_the_events(
-        self, store, monkeypatch, projection_rows
-    ):
-        store.append("r", numbered(1))
-        before = projection_rows(store)
-        original = EventStore._project
-
-        def failing_project(self, conn, events):
-            original(self, conn, events)
-            raise KeyboardInterrupt  # even a BaseException rolls back
-
-        monkeypatch.setattr(EventStore, "_project", failing_project)
-        with pytest.raises(KeyboardInterrupt):
-            store.append(
-                "r", engine_like := [NewEvent("run.started", {"domain": "d"})] + numbered(4)
-            )
-        monkeypatch.undo()
-        assert store.count() == 1 and projection_rows(store) == before
-        assert not store.conn.in_transaction
-        store.append("r", engine_like)
-        assert store.count() == 6 and store.verify().ok
 
     # -- verify and tamper detection ---------------------------------------------------------------
 
@@ -370,92 +349,28 @@ class TestEventStoreContract:
         with pytest.raises(TypeError):
             store.put_blob(123)  # type: ignore[arg-type]
 
-    # -- projections -----------------------------------------------------------------------
+    # -- streams ---------------------------------------------------------------------------
 
-    def test_projections_follow_the_run(self, store, make_run):
-        store.append("run-1", make_run("run-1", blob=store.put_blob))
-        (run,) = store.runs()
-        assert run["run_id"] == "run-1" and run["status"] == "finished"
-        assert (
-            run["domain"] == "tensors" and run["generator"] == "tiny" and run["optimizer"] == "dpo"
-        )
-        assert run["config"] == {"seed": 7, "domain": {"name": "tensors"}}
-        assert (run["iterations"], run["candidates"], run["seed"]) == (2, 4, 7)
-        assert run["current_iteration"] == 2 and run["finished_at"] is not None
-        assert run["events"] == store.count() and run["last_position"] == store.last_position()
-        cands = store.candidates("run-1")
-        order = [(c["iteration"], c["index"]) for c in cands]
-        assert order == [(it, i) for it in (1, 2) for i in range(4)]
-        by_id = {c["candidate_id"]: c for c in cands}
-        assert (
-            by_id["run-1-c1-0"]["status"] == "rejected"
-            and by_id["run-1-c1-0"]["reason"] == "rejected!"
-        )
-        assert by_id["run-1-c1-1"]["status"] == "duplicate"
-        assert (
-            by_id["run-1-c1-2"]["status"] == "timeout"
-            and by_id["run-1-c1-2"]["duration_ms"] == 12.0
-        )
-        assert by_id["run-1-c1-3"]["status"] == "error"
-        scored = [c for c in cands if c["dev_score"] is not None]
-        assert scored and all(c["status"] == "scored" for c in scored)
-        assert store.get_text(scored[0]["code"]).startswith("code ")
-        board = store.leaderboard("run-1")
-        assert [b["rank"] for b in board] == list(range(1, len(board) + 1))
-        keys = [(-b["dev_score"], b["iteration"], b["index"]) for b in board]
-        assert keys == sorted(keys) and len(board) == len(scored)
-        assert store.leaderboard("run-1", limit=1) == board[:1]
-        assert run["best_dev"] == board[0]["dev_score"]
-        assert run["best_test"] == board[0]["test_score"] == 0.5
-        assert board[0]["dev_metrics"] == {"mse": pytest.approx(1 - board[0]["dev_score"])}
-        assert store.run("run-1") == run and store.run("nope") is None
+    def test_streams_are_read_from_the_envelopes(self, store, make_run):
+        assert store.streams() == [] and store.run_ids() == []
+        b = store.append("b", [NewEvent("x", {}, occurred_at="2020-01-01T00:00:00.000000Z")])
+        a = store.append("a", make_run("a", finish=False))
+        b += store.append("b", numbered(2))
+        a += store.append("a", make_run("a")[-1:])  # run.finished
+        streams = store.streams()
+        assert streams == [
+            Stream("b", 3, b[-1].hash, 1, b[-1].position, b[0].occurred_at, b[-1].occurred_at),
+            Stream("a", len(a), a[-1].hash, 2, a[-1].position, a[0].occurred_at,
+                   a[-1].occurred_at),
+        ]  # fmt: skip
+        assert streams[0].first_at == "2020-01-01T00:00:00.000000Z"
+        assert [(s.version, s.head) for s in streams] == [store.head("b"), store.head("a")]
+        assert {s.run_id: s.head for s in streams} == store.verify().heads
+        assert [s.version for s in streams] == [store.count(run_id="b"), store.count(run_id="a")]
+        assert store.run_ids() == ["b", "a"]
 
-    def test_run_status_transitions(self, store):
-        store.append("r", [NewEvent("run.started", {"domain": "d"})])
-        assert store.run("r")["status"] == "running"
-        store.append("r", [NewEvent("run.failed", {"reason": "boom"})])
-        assert (store.run("r")["status"], store.run("r")["reason"]) == ("failed", "boom")
-        store.append("r", [NewEvent("run.resumed", {"at_version": 2})])
-        r = store.run("r")
-        assert (r["status"], r["reason"], r["finished_at"]) == ("running", None, None)
-        store.append("x", numbered(2))  # a stream without run.started still counts
-        assert store.run("x")["status"] is None and store.run("x")["events"] == 2
-        assert [r["run_id"] for r in store.runs()] == ["r", "x"]
+    def test_stored_event_fields_are_the_event_columns(self, store):
+        from dataclasses import fields
 
-    def test_odd_payloads_do_not_break_projections(self, store):
-        store.append("r", [
-            NewEvent("candidate.generated", {"iteration": 1}),  # no candidate_id
-            NewEvent(
-                "candidate.generated", {"candidate_id": "c", "iteration": [1, 2], "index": {"a": 1}}
-            ),
-            NewEvent("candidate.evaluated", {"candidate_id": "c", "split": "odd", "score": "hi"}),
-            NewEvent("iteration.started", {"iteration": None}),
-        ])  # fmt: skip
-        store.append(
-            "r",
-            [NewEvent("candidate.evaluated", {"candidate_id": "c", "split": "dev", "score": "1"})],
-        )
-        (c,) = store.candidates("r")
-        assert c["iteration"] == "[1,2]" and c["index"] == '{"a":1}' and c["status"] == "scored"
-        assert c["dev_score"] is None and store.leaderboard("r") == []
-
-    def test_rebuild_equals_incremental(self, store, make_run, projection_rows):
-        events_a = make_run("a", iterations=3, per_iteration=5)
-        events_b = make_run("b", iterations=2, per_iteration=3, finish=False)
-        # uneven batches, interleaved runs, one event at a time for a while
-        store.append("a", events_a[:1])
-        store.append("b", events_b[:7])
-        for e in events_a[1:10]:
-            store.append("a", [e])
-        store.append("a", events_a[10:])
-        store.append("b", events_b[7:])
-        incremental = projection_rows(store)
-        assert len(incremental["runs"]) == 2 and len(incremental["candidates"]) == 21
-        store.rebuild_projections()
-        assert projection_rows(store) == incremental
-        store.rebuild_projections(page_size=4)
-        assert projection_rows(store) == incremental
-        store.conn.execute("DELETE FROM candidates")
-        store.conn.commit()
-        store.rebuild_projections()
-        assert projection_rows(store) == incremental
+        table = tuple(row[1] for row in store.conn.execute("PRAGMA table_info(events)"))
+        assert tuple(f.name for f in fields(StoredEvent)) == EVENT_COLUMNS == table

@@ -1,4 +1,5 @@
-"""Migrations: a blank database gets exactly this schema; reopening applies nothing twice."""
+"""Migrations: a blank database gets exactly this schema; reopening applies nothing twice; a file
+written under an earlier schema opens, migrates and verifies with its hash chain unchanged."""
 
 from __future__ import annotations
 
@@ -18,21 +19,10 @@ EXPECTED_COLUMNS = {
         "prev_hash": str, "hash": str,
     },
     "blobs": {"hash": str, "size": int, "content": bytes},
-    "runs": {
-        "run_id": str, "first_position": int, "status": str, "domain": str, "generator": str,
-        "optimizer": str, "evaluator": str, "executor": str, "iterations": int,
-        "candidates": int, "seed": int, "config": str, "started_at": str, "finished_at": str,
-        "current_iteration": int, "best_dev": float, "best_test": float, "reason": str,
-        "events": int, "last_position": int,
-    },
-    "candidates": {
-        "run_id": str, "candidate_id": str, "iteration": int, "index": int, "status": str,
-        "reason": str, "prompt": str, "completion": str, "code": str, "ast_hash": str,
-        "duplicate_of": str, "duration_ms": float, "dev_score": float, "test_score": float,
-        "dev_metrics": str, "test_metrics": str,
-    },
     "_migrations": {"name": str, "applied_at": str},
 }  # fmt: skip
+
+ALL = ["m001_events_and_blobs", "m002_projections", "m003_drop_projections"]
 
 EXPECTED_INDEXES = {
     "events": {
@@ -42,26 +32,16 @@ EXPECTED_INDEXES = {
         ("sqlite_autoindex_events_2", ("run_id", "stream_version"), True),
     },
     "blobs": {("sqlite_autoindex_blobs_1", ("hash",), True)},
-    "runs": {
-        ("idx_runs_first_position", ("first_position",), False),
-        ("sqlite_autoindex_runs_1", ("run_id",), True),
-    },
-    "candidates": {
-        ("idx_candidates_run_dev_score", ("run_id", "dev_score"), False),
-        ("idx_candidates_run_tested", ("run_id", "dev_score"), False),
-        ("sqlite_autoindex_candidates_1", ("run_id", "candidate_id"), True),
-    },
 }
 
 
 def test_migrate_blank_pins_the_schema():
     db = Database(memory=True)
-    assert migrate(db) == ["m001_events_and_blobs", "m002_projections"]
+    assert migrate(db) == ALL
     assert set(db.table_names()) == set(EXPECTED_COLUMNS) | {"sqlite_sequence"}
     for table, columns in EXPECTED_COLUMNS.items():
         assert db[table].columns_dict == columns, table
     assert db["events"].pks == ["position"]
-    assert db["candidates"].pks == ["run_id", "candidate_id"]
     for table, indexes in EXPECTED_INDEXES.items():
         got = {(i.name, tuple(i.columns), bool(i.unique)) for i in db[table].indexes}
         assert got == indexes, table
@@ -96,25 +76,75 @@ def test_opening_an_old_database_applies_only_the_new_migrations(tmp_path, monke
     db.close()
     monkeypatch.undo()
     with EventStore(path) as es:
-        assert applied_migrations(es.db) == ["m001_events_and_blobs", "m002_projections"]
+        assert applied_migrations(es.db) == ALL
         es.append("r", [NewEvent("run.started", {"domain": "d"})])
-        assert es.runs()[0]["domain"] == "d"
+        assert es.run_ids() == ["r"] and es.verify().ok
     with EventStore(path) as es:  # nothing left to apply
         rows = es.conn.execute("SELECT name FROM _migrations").fetchall()
-        assert len(rows) == 2
+        assert len(rows) == len(ALL)
+
+
+def dump(path, table: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_file_of_the_projection_schema_migrates_with_its_chain_unchanged(
+    tmp_path, monkeypatch, make_run
+):
+    """m002's schema (events, blobs and the runs/candidates projections), as written before
+    m003: it opens read-only as it is, and a writer drops the projections and nothing else."""
+    path = tmp_path / "m002.db"
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS[:2])
+    with EventStore(path, writer="old selfdev") as old:
+        assert applied_migrations(old.db) == ALL[:2]
+        old.append("a", make_run("a", blob=old.put_blob))
+        old.append("b", make_run("b", finish=False))
+        # what the projection code wrote beside every append
+        old.conn.execute(
+            "INSERT INTO runs (run_id, first_position, status, domain, events, last_position) "
+            "VALUES ('a', 1, 'finished', 'tensors', ?, ?)", (old.count(run_id="a"), 20)
+        )  # fmt: skip
+        old.conn.execute(
+            "INSERT INTO candidates (run_id, candidate_id, iteration, \"index\", dev_score) "
+            "VALUES ('a', 'a-c1-2', 1, 2, 0.5)"
+        )
+        old.conn.commit()
+    monkeypatch.undo()
+    events, blobs = dump(path, "events"), dump(path, "blobs")
+
+    with EventStore(path, readonly=True) as reader:  # readers never migrate
+        assert applied_migrations(reader.db) == ALL[:2]
+        before = reader.verify()
+        streams = reader.streams()
+    assert before.ok and before.checked == len(events) and before.blobs_checked == len(blobs)
+    assert [s.run_id for s in streams] == ["a", "b"]
+
+    with EventStore(path, writer="new selfdev") as es:
+        assert applied_migrations(es.db) == ALL
+        assert not es.db["runs"].exists() and not es.db["candidates"].exists()
+        after = es.verify()
+        assert after == before  # same events, same blobs, same heads
+        assert es.streams() == streams
+        more = es.append("b", make_run("b")[-1:], expected_version=streams[1].version)
+        assert more[0].prev_hash == streams[1].head and es.verify().ok
+    assert dump(path, "events")[: len(events)] == events and dump(path, "blobs") == blobs
 
 
 def test_a_failing_migration_leaves_no_trace(monkeypatch):
-    def m003_broken(db):
+    def m004_broken(db):
         db["half_done"].create({"x": int})
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS + [m003_broken])
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS + [m004_broken])
     db = Database(memory=True)
     with pytest.raises(RuntimeError, match="migration bug"):
         migrate(db)
     assert "half_done" not in db.table_names()
-    assert applied_migrations(db) == ["m001_events_and_blobs", "m002_projections"]
+    assert applied_migrations(db) == ALL
 
 
 def test_readonly_store_leaves_an_unmigrated_database_alone(tmp_path):

@@ -2,19 +2,15 @@
 else by ``synth.py`` (engine-shaped events), plus helpers to drive the app."""
 from __future__ import annotations
 
-import asyncio
 import sys
-import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent))  # synth and tui_helpers, for every test here
 
 import synth  # noqa: E402
-
-from tui_helpers import FROZEN, frozen_clock, small_config, real_run, engine_can_run, wait_until, open_run, run_async  # noqa: E402,F401
+from tui_helpers import engine_can_run, real_run  # noqa: E402
 
 
 @pytest.fixture(scope="session")

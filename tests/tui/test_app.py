@@ -9,12 +9,14 @@ from selfdev.engine.state import fold
 from selfdev.store import EventStore
 from selfdev.tui.app import SelfdevApp
 from selfdev.tui.screens.candidate import CandidateScreen
-from selfdev.tui.screens.help import HelpScreen, binding_groups, key_names
+from selfdev.tui.screens.help import HelpScreen, key_names
 from selfdev.tui.screens.pickers import CandidatePicker, TypeFilterScreen
 from selfdev.tui.screens.run import RunScreen
 from selfdev.tui.screens.runs import RunsScreen
 from selfdev.tui.widgets.eventlog import EventLog
-from selfdev.tui.widgets.tables import IterationTable, Leaderboard
+from selfdev.tui.widgets.iterations import IterationTable
+from selfdev.tui.widgets.leaderboard import Leaderboard
+from selfdev.tui.widgets.playhead import Playhead
 
 
 def all_events(path, run_id):
@@ -107,7 +109,7 @@ class TestRunScreen:
             await pilot.press("end")
             await at(n)
             # the timeline says where the playhead is
-            assert f"event {n:,}/{n:,}" in screen.query_one("Timeline").info
+            assert f"event {n:,}/{n:,}" in screen.query_one(Playhead).info
 
     async def test_leaderboard_and_iterations_follow_the_playhead(self, run_db):
         path, run_id, _ = run_db
@@ -145,12 +147,40 @@ class TestRunScreen:
             screen = await open_run(pilot, run_id)
             await pilot.press("home")
             await pilot.press("plus", "plus", "minus")
-            assert screen.speed == 100
+            playhead = screen.query_one(Playhead)
+            assert playhead.speed == 100
             await pilot.press("space")
-            assert screen.playing
+            assert playhead.playing
             await wait_until(pilot, lambda: screen.cursor > 1, what="playback")
-            await wait_until(pilot, lambda: not screen.playing, what="end of playback")
+            await wait_until(pilot, lambda: not playhead.playing, what="end of playback")
             assert screen.cursor == n
+
+    async def test_follow_pins_the_playhead_and_play_starts_an_ended_run_over(self, demo_db):
+        path, (finished, *_rest) = demo_db
+        app = app_for(path)
+        async with app.run_test(size=(100, 30)) as pilot:
+            screen = await open_run(pilot, finished)
+            playhead = screen.query_one(Playhead)
+            n = len(screen.replay)
+            assert playhead.follow and playhead.pinned and screen.cursor == n
+            await pilot.press("left")
+            assert not playhead.pinned and screen.cursor == n - 1
+            await pilot.press("end")
+            assert playhead.pinned and screen.cursor == n
+            await pilot.press("f")  # follow off: the playhead stays where it is put
+            assert not playhead.follow and not playhead.pinned
+            await pilot.press("left", "end")
+            assert not playhead.pinned
+            await pilot.press("left", "f")  # follow on again: to the newest event, pinned
+            assert playhead.follow and playhead.pinned and screen.cursor == n
+            assert playhead.info.startswith(f"⏸ 50 ev/s │ event {n:,}/{n:,} │ ")
+            await pilot.press("space")  # at the end of a run that has ended: from the start
+            assert playhead.playing and not playhead.pinned and screen.cursor < 10
+            assert playhead.info.startswith("▶ 50 ev/s │ ")
+            await pilot.press("space")
+            k = screen.cursor
+            await pilot.pause(0.2)
+            assert not playhead.playing and screen.cursor == k  # paused means paused
 
     async def test_event_log_filters_search_and_jump(self, run_db):
         path, run_id, _ = run_db
@@ -193,7 +223,7 @@ class TestRunScreen:
             await pilot.press("ctrl+home", "enter")  # playhead onto the first match
             assert screen.cursor == log.rows[0] + 1
             assert screen.replay.state == fold(events[:screen.cursor])
-            screen.set_type_filter(None)
+            screen.event_pane.set_type_filter(None)
             await pilot.press("slash", *["backspace"] * 20, "escape")
             assert len(log.rows) == len(events)
 
@@ -263,11 +293,12 @@ class TestRunScreen:
         app = app_for(path)
         async with app.run_test(size=(100, 30)) as pilot:
             screen = await open_run(pilot, run_id)
-            head = screen.head[1]
+            title = screen.title_bar
+            head = title.head[1]
             assert head.startswith("b2:") and head[:14] in str(screen.query_one("#run-title").render())
             await pilot.press("v")
-            await wait_until(pilot, lambda: screen.verify_result is not None, what="verify")
-            assert screen.verify_result.ok
+            await wait_until(pilot, lambda: title.verify_result is not None, what="verify")
+            assert title.verify_result.ok
             assert "intact ✓" in str(screen.query_one("#run-title").render())
         # tamper with a copy (triggers dropped first), then audit it
         bad = tmp_path / "tampered.db"
@@ -282,10 +313,11 @@ class TestRunScreen:
         app = app_for(bad)
         async with app.run_test(size=(100, 30)) as pilot:
             screen = await open_run(pilot, run_id)
+            title = screen.title_bar
             await pilot.press("v")
-            await wait_until(pilot, lambda: screen.verify_result is not None, what="verify")
-            assert not screen.verify_result.ok
-            assert screen.verify_result.first_broken == pos
+            await wait_until(pilot, lambda: title.verify_result is not None, what="verify")
+            assert not title.verify_result.ok
+            assert title.verify_result.first_broken == pos
             assert f"BROKEN ✗ at #{pos}" in str(screen.query_one("#run-title").render())
 
     async def test_narrow_and_wide_layouts(self, run_db):
@@ -316,7 +348,7 @@ class TestHelpAndPalette:
             assert isinstance(app.screen, HelpScreen)
             rows = app.screen.rows
             listed = {(keys, does) for _, keys, does in rows}
-            for _, bindings in binding_groups():
+            for _, bindings in SelfdevApp.binding_groups():
                 for b in bindings:
                     assert (key_names(b), b.tooltip or b.description) in listed
             assert any("left" in keys for keys, _ in listed)
@@ -332,8 +364,9 @@ class TestHelpAndPalette:
             await pilot.press(*"verify hash")
             await pilot.pause(0.3)
             await pilot.press("enter")
-            await wait_until(pilot, lambda: screen.verify_result is not None, what="verify")
-            assert screen.verify_result.ok
+            title = screen.title_bar
+            await wait_until(pilot, lambda: title.verify_result is not None, what="verify")
+            assert title.verify_result.ok
             from selfdev.tui.commands import SelfdevCommands
 
             names = [name for name, _, _ in SelfdevCommands(screen).commands()]

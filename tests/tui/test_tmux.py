@@ -15,7 +15,7 @@ pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is no
 
 
 def command(db: Path) -> str:
-    """``selfdev tui`` when the root CLI has it, else the same command as ``python -m tui``."""
+    """``selfdev tui`` when the root CLI has it, else ``python -m selfdev.tui``."""
     from selfdev.engine.cli import cli
 
     if "tui" in cli.commands:

@@ -1,18 +1,9 @@
-"""Fixtures of the TUI tests: event databases made by the real engine when it can run here,
-else by ``synth.py`` (engine-shaped events), plus helpers to drive the app."""
+"""Helpers of the TUI tests: a frozen clock, a small real run, and driving the app."""
 from __future__ import annotations
 
-import asyncio
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-
-import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-import synth  # noqa: E402
 
 FROZEN = datetime(2025, 3, 16, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -75,7 +66,3 @@ async def open_run(pilot, run_id: str):
                      and app.screen.first_paint is not None, what="run loaded")
     await pilot.pause()
     return app.screen
-
-
-def run_async(coro):
-    return asyncio.run(coro)

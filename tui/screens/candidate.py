@@ -14,8 +14,9 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
-from selfdev.tui.data import fmt_score
-from selfdev.tui.widgets.tables import top_candidates
+from selfdev.engine.api import format_score
+from selfdev.tui.screens.pickers import CandidatePicker
+from selfdev.tui.widgets.leaderboard import top_candidates
 from selfdev.tui.widgets.tabstrip import TabStrip
 
 VIEWS = [("code", "Code"), ("diff", "Diff"), ("completion", "Completion"),
@@ -149,7 +150,7 @@ class CandidateScreen(Screen):
             if c.execution != "ok" and c.reason:
                 t.append(f" — {c.reason}")
         t.append("\nscores     ", "bold")
-        t.append(f"dev {fmt_score(c.dev)} · test {fmt_score(c.test)}")
+        t.append(f"dev {format_score(c.dev)} · test {format_score(c.test)}")
         t.append("\nhash       ", "bold")
         t.append(c.ast_hash or "-")
         out = (c.stdout or "").strip().splitlines()
@@ -182,8 +183,8 @@ class CandidateScreen(Screen):
             box.update(Text(self.shown["diff"]))
             return
         label = "best" if self.other is None else "chosen"
-        diff = unified_diff(theirs, mine, f"{target_id} ({label}, dev {fmt_score(other.dev)})",
-                            f"{c.candidate_id} (dev {fmt_score(c.dev)})")
+        diff = unified_diff(theirs, mine, f"{target_id} ({label}, dev {format_score(other.dev)})",
+                            f"{c.candidate_id} (dev {format_score(c.dev)})")
         box.update(Syntax(diff, "diff", theme="ansi_dark", word_wrap=False))
         self.shown["diff"] = diff
 
@@ -211,10 +212,9 @@ class CandidateScreen(Screen):
         self.action_view("diff")
 
     def action_diff_other(self) -> None:
-        from selfdev.tui.screens.pickers import CandidatePicker
-
         _, _, ranked = self._state()
-        choices = [(r.candidate_id, f"{r.candidate_id}  it {r.iteration}  dev {fmt_score(r.dev)}")
+        choices = [(r.candidate_id,
+                    f"{r.candidate_id}  it {r.iteration}  dev {format_score(r.dev)}")
                    for r in ranked if r.candidate_id != self.candidate_id]
 
         def done(chosen: str | None) -> None:

@@ -1,4 +1,8 @@
-"""The help screen: every key binding of every screen, read from the bindings themselves."""
+"""The help screen: the key bindings it is given, grouped by where they work.
+
+The app builds the groups from the screens' own ``BINDINGS`` (``SelfdevApp.binding_groups``),
+so this module knows no screen and the list can never fall behind the keys.
+"""
 from __future__ import annotations
 
 from rich.table import Table
@@ -8,27 +12,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-
-def binding_groups() -> list[tuple[str, list[Binding]]]:
-    from selfdev.tui.app import SelfdevApp
-    from selfdev.tui.screens.candidate import CandidateScreen
-    from selfdev.tui.screens.pickers import CandidatePicker, TypeFilterScreen
-    from selfdev.tui.screens.run import RunScreen
-    from selfdev.tui.screens.runs import RunsScreen
-    from selfdev.tui.widgets.eventlog import EventLog
-
-    def of(cls: type) -> list[Binding]:
-        return [b for b in cls.BINDINGS if isinstance(b, Binding)]
-
-    return [
-        ("everywhere", of(SelfdevApp)),
-        ("runs list", of(RunsScreen)),
-        ("run (playhead and panes)", of(RunScreen)),
-        ("event log pane", of(EventLog)),
-        ("candidate view", of(CandidateScreen)),
-        ("event type filter", of(TypeFilterScreen)),
-        ("candidate picker", of(CandidatePicker)),
-    ]
+#: (where, bindings) pairs, in the order the help screen lists them
+BindingGroups = list[tuple[str, list[Binding]]]
 
 
 def key_names(binding: Binding) -> str:
@@ -43,7 +28,13 @@ def key_names(binding: Binding) -> str:
 
 
 class HelpScreen(ModalScreen[None]):
+    """``HelpScreen(groups)``: one table row per binding, the group named on its first."""
+
     BINDINGS = [Binding("escape,q,question_mark,f1", "close", "Close")]
+
+    def __init__(self, groups: BindingGroups) -> None:
+        super().__init__()
+        self.groups = groups
 
     def compose(self) -> ComposeResult:
         table = Table(box=None, expand=False, pad_edge=False, show_header=True)
@@ -51,7 +42,7 @@ class HelpScreen(ModalScreen[None]):
         table.add_column("keys")
         table.add_column("does")
         self.rows: list[tuple[str, str, str]] = []
-        for group, bindings in binding_groups():
+        for group, bindings in self.groups:
             first = True
             for b in bindings:
                 row = (group if first else "", key_names(b),

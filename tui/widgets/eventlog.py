@@ -1,7 +1,7 @@
-"""The event log: every event of the run (or those a filter keeps), drawn lazily.
+"""The events pane: every event of the run (or those a filter keeps), drawn lazily.
 
-A run can hold 100k events, so this is a ScrollView that renders only the visible lines from
-the replay's index (the Line API, like toolong's LogLines), never a widget per row.
+A run can hold 100k events, so the log is a ScrollView that renders only the visible lines
+from the replay's index (the Line API, like toolong's LogLines), never a widget per row.
 """
 from __future__ import annotations
 
@@ -9,14 +9,18 @@ from bisect import bisect_right
 
 from rich.segment import Segment
 from rich.style import Style
+from textual import on
+from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.geometry import Size
 from textual.reactive import reactive
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widgets import Input
 
 from selfdev.tui.messages import JumpTo, OpenCandidate
-from selfdev.tui.replay import EventIndex
+from selfdev.tui.replay import EventIndex, Replay
+from selfdev.tui.widgets.pane import Frame, Pane
 
 
 class EventLog(ScrollView, can_focus=True):
@@ -173,3 +177,75 @@ class EventLog(ScrollView, can_focus=True):
             self._move(row)
             if event.chain >= 2:
                 self.action_select()
+
+
+class EventsPane(Pane):
+    """A search box, a label and the event log. The filter (event types and a search text)
+    belongs to the pane; when it changes, the log is filtered again at once."""
+
+    def __init__(self, replay: Replay, *, active: bool = False) -> None:
+        super().__init__("events", active=active)
+        self.replay = replay
+        self.search_box = Input(placeholder="search events: / · types: t", id="event-search")
+        self.event_log = EventLog(replay.index, id="events")
+        self.type_filter: set[str] | None = None  # None: every type
+        self.search = ""  # case-insensitive, in type, summary and source
+        self._filtered = -1  # how many events the log's rows were filtered from
+
+    def compose(self) -> ComposeResult:
+        yield self.search_box
+        yield self.label
+        yield self.event_log
+
+    def focus_body(self) -> None:
+        self.event_log.focus()
+
+    def show(self, frame: Frame) -> None:
+        if self._filtered != frame.total:
+            self._filter(frame.index, frame.total, grown=True)
+        self.event_log.set_playhead(frame.cursor - 1)
+        self.drawn = frame.cursor
+
+    def _filter(self, index: EventIndex, n: int, *, grown: bool = False) -> None:
+        """Filter the first ``n`` events; ``grown``: only those after the last filtering are
+        new. The caller holds the replay's lock."""
+        log, query = self.event_log, self.search
+        start = self._filtered if grown and 0 <= self._filtered <= n else 0
+        if self.type_filter is None and not query:
+            rows = list(range(start, n))
+        else:
+            rows = index.filter(self.type_filter, query, start)
+        if start:
+            rows = log.rows + rows
+        self._filtered = n
+        log.set_rows(rows, reset=not start)
+        kinds = "all types" if self.type_filter is None else ", ".join(sorted(self.type_filter))
+        if len(kinds) > 40:
+            kinds = f"{len(self.type_filter or ())} types"
+        search = f" · search “{query}”" if query else ""
+        self.label.text = (f"{len(rows):,} of {n:,} events · {kinds}{search} · "
+                           "▶ playhead · enter: move it here")
+
+    def refilter(self) -> None:
+        """Filter the whole log again (the filter changed)."""
+        replay = self.replay
+        with replay.lock:
+            self._filter(replay.index, len(replay))
+            self.event_log.set_playhead(replay.cursor - 1)
+
+    def set_type_filter(self, types: set[str] | None) -> None:
+        """Keep only events of these types in the log (None: all)."""
+        self.type_filter = types
+        self.refilter()
+
+    def focus_search(self) -> None:
+        self.search_box.focus()
+
+    @on(Input.Changed, "#event-search")
+    def _search_changed(self, message: Input.Changed) -> None:
+        self.search = message.value
+        self.refilter()
+
+    @on(Input.Submitted, "#event-search")
+    def _search_submitted(self, message: Input.Submitted) -> None:
+        self.event_log.focus()

@@ -2,11 +2,15 @@
 far, and the baselines as horizontal reference lines (textual-plotext)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
+from textual.app import ComposeResult
 from textual_plotext import PlotextPlot
 
+from selfdev.engine.report import SWEPT
 from selfdev.engine.state import RunState
+from selfdev.tui.widgets.pane import Frame, Line, Pane
 
 #: one marker per iteration (cycled), so iterations differ by shape, not only by colour
 ITER_MARKERS = ("•", "+", "x", "o", "*", "^")
@@ -14,12 +18,14 @@ ITER_MARKERS = ("•", "+", "x", "o", "*", "^")
 BASELINE_MARKERS = {"seed": "-", "best expert": "~", "best TA": "=", "best TIES": ":"}
 #: reference lines drawn (the paper's baselines); other swept methods are named in the legend
 DRAWN = set(BASELINE_MARKERS)
+#: the events that move a point or a line of the plot
+SCORED = {"candidate.evaluated", "baseline.evaluated"}
+#: while playing, the plot is redrawn at most this often (seconds): plotext is slow
+THROTTLE = 0.3
 
 
 def baseline_lines(state: RunState) -> list[tuple[str, float]]:
     """Seed, the best expert and the best of each swept method, by dev score."""
-    from selfdev.engine.report import SWEPT
-
     groups: dict[str, float] = {}
     for b in state.baselines.values():
         if b.dev is None:
@@ -130,3 +136,39 @@ class ScorePlot(PlotextPlot):
         self.legend = "  ".join(legend)
         self.refresh()
         return self.legend
+
+
+class PlotPane(Pane):
+    """The score plot and its legend (``#plot-legend``). Redrawn only when a score arrived
+    between two playheads, and while playing at most every :data:`THROTTLE` seconds."""
+
+    def __init__(self, *, active: bool = False) -> None:
+        super().__init__("plot", active=active)
+        self.plot = ScorePlot(id="plot")
+        self.legend = Line(fixed=False, id="plot-legend")
+        self._last = 0.0  # monotonic time of the last redraw
+        self._later: Any = None  # the timer of a redraw put off
+
+    def compose(self) -> ComposeResult:
+        yield self.label
+        yield self.plot
+        yield self.legend
+
+    def show(self, frame: Frame) -> None:
+        k, span = frame.cursor, self.span(frame)
+        if span is not None and not set(frame.index.types[span[0]:span[1]]) & SCORED:
+            self.drawn = k
+            return
+        now = time.monotonic()
+        if frame.playing and now - self._last < THROTTLE:
+            if self._later is None:
+                self._later = self.set_timer(THROTTLE, self._due)
+            return
+        self._last = now
+        self.legend.text = self.plot.show_state(frame.state)
+        self.label.text = f"dev scores as of event {k:,} (x: iteration, candidates in order)"
+        self.drawn = k
+
+    def _due(self) -> None:
+        self._later = None
+        self.request_redraw()

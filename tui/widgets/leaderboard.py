@@ -1,16 +1,19 @@
-"""The leaderboard and the per-iteration table, both as of the playhead."""
+"""The leaderboard pane: the scored candidates, best first, as of the playhead."""
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict
 from bisect import bisect_left, insort
-from typing import Any, Iterable
+from collections import OrderedDict
+from typing import Iterable
 
-from textual.coordinate import Coordinate
+from textual import on
+from textual.app import ComposeResult
 from textual.widgets import DataTable
 
+from selfdev.engine.api import format_score
 from selfdev.engine.state import CandidateState, RunState
-from selfdev.tui.data import fmt_score
+from selfdev.tui.messages import OpenCandidate
+from selfdev.tui.widgets.pane import Frame, Pane
 
 #: rows the leaderboard shows (the header says how many are scored in all)
 LEADERBOARD_ROWS = 50
@@ -22,14 +25,6 @@ def top_candidates(state: RunState, n: int = LEADERBOARD_ROWS) -> list[Candidate
     if len(pool) <= 4 * n:
         return state.ranked()[:n]
     return heapq.nsmallest(n, pool, key=lambda c: (-c.dev, c.iteration, c.index))
-
-
-def scored_count(state: RunState) -> int:
-    return sum(1 for c in state.candidates.values() if c.dev is not None)
-
-
-def _rate(x: Any) -> str:
-    return "-" if x is None else f"{x:.0%}"
 
 
 class Ranking:
@@ -105,7 +100,7 @@ class Leaderboard(DataTable):
         for rank, cid in enumerate(self.ranking.top(LEADERBOARD_ROWS), 1):
             c = cands[cid]
             rows.append((str(rank), c.candidate_id, str(c.iteration), c.status,
-                         fmt_score(c.dev), fmt_score(c.test), (c.ast_hash or "-")[:14]))
+                         format_score(c.dev), format_score(c.test), (c.ast_hash or "-")[:14]))
         self.set_rows(rows)
         return len(self.ranking)
 
@@ -147,66 +142,39 @@ class Leaderboard(DataTable):
         return self._rows[i][1] if 0 <= i < len(self._rows) else None
 
 
-def loss_and_margin(stats: dict[str, Any]) -> tuple[Any, Any]:
-    loss = stats.get("loss", stats.get("train_loss"))
-    margin = stats.get("margin", stats.get("reward_margin"))
-    return loss, margin
+class LeaderboardPane(Pane):
+    """The leaderboard under a label saying how many candidates are scored; ``enter`` on a row
+    posts :class:`OpenCandidate`."""
 
+    def __init__(self, *, active: bool = False) -> None:
+        super().__init__("leaderboard", active=active)
+        self.board = Leaderboard(id="leaderboard")
 
-class IterationTable(DataTable):
-    """One row per iteration: T, generated / screened / executed / scored, executable rate,
-    best and mean dev score, preference pairs, DPO loss and margin."""
+    def compose(self) -> ComposeResult:
+        yield self.label
+        yield self.board
 
-    COLUMNS = ("it", "T", "gen", "screened", "executed", "scored", "exec %", "best", "mean",
-               "pairs", "DPO loss", "margin")
+    def focus_body(self) -> None:
+        self.board.focus()
 
-    def __init__(self, *, id: str | None = None) -> None:
-        super().__init__(id=id, cursor_type="row", zebra_stripes=True)
-        self._rows: list[tuple] = []
+    def show(self, frame: Frame) -> None:
+        board, index, k = self.board, frame.index, frame.cursor
+        span = self.span(frame)
+        if span is None:
+            scored = board.show_state(frame.state)
+        else:
+            # only a candidate.evaluated event between the two playheads moves the ranking
+            cids = [index.cids[i] for i in range(*span)
+                    if index.types[i] == "candidate.evaluated" and index.cids[i]]
+            scored = board.show_state(frame.state, cids) if cids else len(board.ranking)
+        more = f" (top {board.shown} shown)" if board.shown < scored else ""
+        self.label.text = (f"leaderboard as of event {k:,} · {scored:,} scored{more} · "
+                           "enter: open candidate")
+        self.drawn = k
 
-    def on_mount(self) -> None:
-        self.add_columns(*self.COLUMNS)
-
-    def show_stats(self, stats: list[dict[str, Any]]) -> None:
-        rows = []
-        for s in stats:
-            loss, margin = loss_and_margin(s)
-            rows.append((str(s["iteration"]), fmt_score(s.get("temperature")),
-                         str(s["generated"]), str(s["screened"]), str(s["executed"]),
-                         str(s["scored"]), _rate(s.get("executable_rate")),
-                         fmt_score(s.get("best")), fmt_score(s.get("mean")),
-                         fmt_score(s.get("pairs")), fmt_score(loss), fmt_score(margin)))
-        old = self._rows
-        if rows == old:
-            return
-        for i in range(min(len(old), len(rows))):
-            for j, (before, after) in enumerate(zip(old[i], rows[i])):
-                if before != after:
-                    self.update_cell_at(Coordinate(i, j), after, update_width=True)
-        for i in range(len(rows), len(old)):
-            self.remove_row(str(i))
-        for i in range(len(old), len(rows)):
-            self.add_row(*rows[i], key=str(i))
-        self._rows = rows
-
-
-def iteration_detail(s: dict[str, Any]) -> str:
-    """The playhead's iteration in words (fits a narrow terminal better than the table)."""
-    loss, margin = loss_and_margin(s)
-    parts = [
-        f"iteration {s['iteration']}",
-        f"T {fmt_score(s.get('temperature'))}",
-        f"generated {s['generated']}",
-        f"screened {s['screened']} (accepted {s.get('accepted', 0)}, "
-        f"duplicates {s.get('duplicates', 0)})",
-        f"executed {s['executed']} (ok {s.get('executed_ok', 0)})",
-        f"scored {s['scored']}",
-        f"executable {_rate(s.get('executable_rate'))}",
-        f"best {fmt_score(s.get('best'))}",
-        f"mean {fmt_score(s.get('mean'))}",
-    ]
-    if "pairs" in s:
-        parts.append(f"pairs {s['pairs']}")
-    if loss is not None or margin is not None:
-        parts.append(f"DPO loss {fmt_score(loss)} margin {fmt_score(margin)}")
-    return " · ".join(parts)
+    @on(DataTable.RowSelected, "#leaderboard")
+    def _row_selected(self, message: DataTable.RowSelected) -> None:
+        message.stop()
+        cid = self.board.candidate_at(str(message.row_key.value))
+        if cid:
+            self.post_message(OpenCandidate(cid))

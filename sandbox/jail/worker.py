@@ -1,9 +1,10 @@
-"""The warm parent (started clean by the supervisor) and the per-candidate child.
+"""The warm parent (started clean by the supervisor) and the per-candidate child (jail side).
 
 The warm parent imports torch once, maps the inputs read-only/copy-on-write from a sealed
 memfd, enters fresh user/net/ipc namespaces, drops capabilities, applies rlimits,
 no_new_privs, a Landlock layer and a seccomp filter, and then forks one child per
-candidate. It never runs candidate code itself.
+candidate. It never runs candidate code itself. The supervisor boots it with
+``python -I -c "...; from selfdev.sandbox.jail.worker import main; main(fd)"``.
 """
 from __future__ import annotations
 
@@ -23,20 +24,13 @@ import sysconfig
 import time
 import traceback
 
-import torch  # noqa: F401  (imported once here; children inherit it)
-import RestrictedPython  # noqa: F401
+import torch  # imported once here; children inherit it
 
-from selfdev.sandbox import _oslayers as osl
-from selfdev.sandbox import _proto
-from selfdev.sandbox._facade import PolicyViolation, build_env
-from selfdev.sandbox._policy import _Reject, compile_candidate
+from selfdev.sandbox import protocol
+from selfdev.sandbox.jail import oslayers as osl
+from selfdev.sandbox.jail.facade import PolicyViolation, build_env
 
-DTYPES = {
-    "float32": torch.float32, "float64": torch.float64, "float16": torch.float16,
-    "bfloat16": torch.bfloat16, "int8": torch.int8, "int16": torch.int16, "int32": torch.int32,
-    "int64": torch.int64, "uint8": torch.uint8, "bool": torch.bool,
-    "complex64": torch.complex64, "complex128": torch.complex128,
-}
+TORCH_DTYPE = {name: getattr(torch, name) for name in protocol.DTYPES}  # wire name -> dtype
 MSG_CAP = 2000
 
 
@@ -78,15 +72,14 @@ class Inputs:
                 raise OSError("short read of the inputs")
             done += n
         del view
-        hlen = int.from_bytes(self.mm[:8], "little")
-        hdr = json.loads(bytes(self.mm[8:8 + hlen]).decode())
+        hdr = protocol.decode_header(self.mm)
         self.names: list[str] = hdr["names"]
         self.result_offsets: list[int] = hdr["result_offsets"]
         self.experts: list[str] = hdr["experts"]
         self.base: dict[str, torch.Tensor] = {}
         self.tv: dict[str, dict[str, torch.Tensor]] = {e: {} for e in self.experts}
         for ent in hdr["tensors"]:
-            dt = DTYPES[ent["dtype"]]
+            dt = TORCH_DTYPE[ent["dtype"]]
             shape = ent["shape"]
             numel = math.prod(shape)
             if numel == 0:
@@ -130,8 +123,6 @@ class Parent:
     and reports exits (it reaps a child only when the supervisor says so, so the supervisor
     can always signal the child's process group without a pid-reuse race)."""
 
-    POOL = 2  # idle, pre-forked children, so a fork is never on a candidate's critical path
-
     def __init__(self, sock: socket.socket, cfg: dict, inputs: Inputs, layers: dict,
                  ruleset_fd: int | None, devnull: int, statm: int, factory):
         self.sock = sock
@@ -166,13 +157,13 @@ class Parent:
         pidfd = os.pidfd_open(pid)
         self.sel.register(pidfd, selectors.EVENT_READ, pid)
         try:
-            _proto.send(self.sock, {"spare": pid}, [a.fileno()])
+            protocol.send(self.sock, {protocol.SPARE: pid}, [a.fileno()])
         finally:
             a.close()
 
     def loop(self) -> None:
         self.sel.register(self.sock, selectors.EVENT_READ, None)
-        for _ in range(self.POOL):
+        for _ in range(protocol.POOL):  # a fork is never on a candidate's critical path
             self.fork_spare()
         while True:
             for key, _ in self.sel.select():
@@ -188,20 +179,20 @@ class Parent:
                         else:
                             ex["signal"] = st.si_status
                     self.zombies.add(pid)
-                    _proto.send(self.sock, {"exit": ex, "pid": pid})
+                    protocol.send(self.sock, {protocol.EXIT: ex, "pid": pid})
                     continue
-                msg, fds = _proto.recv(self.sock)
+                msg, fds = protocol.recv(self.sock)
                 for fd in fds:
                     os.close(fd)
                 if msg is None:
                     return
                 op = msg.get("op")
-                if op == "reap":
+                if op == protocol.OP_REAP:
                     pid = int(msg.get("pid", -1))
                     if pid in self.zombies:
                         self.zombies.discard(pid)
                         os.waitpid(pid, 0)
-                elif op == "used":  # a spare got its candidate: fork its replacement
+                elif op == protocol.OP_USED:  # a spare got its candidate: fork its replacement
                     del msg
                     self.fork_spare()
 
@@ -209,7 +200,7 @@ class Parent:
 def main(ctrl_fd: int) -> None:
     sock = socket.socket(fileno=ctrl_fd)
     sock.set_inheritable(False)
-    msg, fds = _proto.recv(sock)
+    msg, fds = protocol.recv(sock)
     if msg is None:
         return
     try:
@@ -221,8 +212,6 @@ def main(ctrl_fd: int) -> None:
         os.close(fds[0])
         devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-        # warm up the pure-Python paths a child will need (no tensor math: no OpenMP pool)
-        compile_candidate("import torch\nimport math\ndef merge_models(task_vectors, base, name):\n    return base\n")
         factory = build_env(max(1 << 24, 4 * inputs.max_numel))
         try:  # cpuinfo reads /proc and /sys: do it before Landlock hides them
             torch.backends.cpu.get_cpu_capability()
@@ -262,12 +251,13 @@ def main(ctrl_fd: int) -> None:
         missing = [k for k in cfg.get("require", []) if not layers.get(k)]
         gc.collect()
         gc.freeze()
-        _proto.send(sock, {"ready": True, "layers": layers, "missing": missing, "pid": os.getpid()})
+        protocol.send(sock, {protocol.READY: True, "layers": layers, "missing": missing, "pid": os.getpid()})
         if missing:
             return
     except Exception as e:
+        traceback.print_exc()  # to SELFDEV_SANDBOX_LOG when the operator set it
         try:
-            _proto.send(sock, {"ready": False, "error": _cap(f"{type(e).__name__}: {e}"), "trace": _cap(traceback.format_exc(), 4000)})
+            protocol.send(sock, {protocol.READY: False, "error": _cap(f"{type(e).__name__}: {e}")})
         finally:
             return
     Parent(sock, cfg, inputs, layers, ruleset_fd, devnull, statm, factory).loop()
@@ -318,13 +308,12 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         setup_error = f"{type(e).__name__}: {e}"
     # wait for the candidate (the parent forks us ahead of time)
     try:
-        msg, fds = _proto.recv(chan)
+        msg, fds = protocol.recv(chan)
     except Exception:
         return 73
-    if msg is None or len(fds) != 4:
+    if msg is None or len(fds) != protocol.RUN_FDS or msg.get("op") != protocol.OP_RUN:
         return 0
     t0 = time.perf_counter()
-    t_mono0 = time.monotonic()
     out_w, st_w, res_fd, code_fd = fds
     try:
         blob = _read_all(code_fd)
@@ -359,18 +348,17 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
             applied["seccomp"] = True
         missing = [k for k in require if not applied.get(k)]
         if missing:
-            _send_status(st_w, {"status": "unavailable", "reason": f"required layers not active in the child: {missing}"})
+            _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": f"required layers not active in the child: {missing}"})
             return 0
     except Exception as e:
-        _send_status(st_w, {"status": "unavailable", "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")})
+        _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")})
         return 0
     t_setup = time.perf_counter()
     try:
         status = run_candidate(msg, par, res_fd)
     except BaseException as e:  # e.g. MemoryError while building the report
-        status = {"status": "error", "etype": type(e).__name__, "message": _cap(str(e), 500)}
-    status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3,
-                         "t_recv": t_mono0, "t_done": time.monotonic()}
+        status = {"status": protocol.ERROR, "etype": type(e).__name__, "message": _cap(str(e), 500)}
+    status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3}
     try:
         sys.stdout.flush()
         sys.stderr.flush()
@@ -403,16 +391,12 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         try:
             code_obj = compile(msg["blob"].decode("utf-8", "surrogatepass"), "<candidate>", "exec")
         except SyntaxError as e:
-            return {"status": "rejected", "reason": _cap(f"syntax error: {e}")}
+            return {"status": protocol.REJECTED, "reason": _cap(f"syntax error: {e}")}
         glb = {"__name__": "candidate", "__builtins__": builtins}
     else:
-        try:
-            if msg.get("code_kind") == "marshal":  # compiled by the supervisor's screen (trusted -> here)
-                code_obj = marshal.loads(msg["blob"])
-            else:
-                code_obj, _h = compile_candidate(msg["blob"].decode("utf-8", "surrogatepass"), want_hash=False)
-        except _Reject as e:
-            return {"status": "rejected", "reason": _cap(str(e))}
+        # the code object compiled (with RestrictedPython) by the supervisor's own screen,
+        # marshalled trusted -> untrusted only: the jail never parses candidate source
+        code_obj = marshal.loads(msg["blob"])
         glb = make_globals()
 
     def printed():
@@ -426,7 +410,7 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
             env.violations.append(_cap(str(exc), 300))
         v = env.violations[0]
         n = len(env.violations)
-        return {"status": "rejected", "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
+        return {"status": protocol.REJECTED, "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
                 "violations": env.violations, "stdout": printed()}
 
     offsets = inputs.result_offsets
@@ -434,7 +418,7 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         exec(code_obj, glb)
         fn = glb.get("merge_models")
         if not callable(fn):
-            return {"status": "rejected", "reason": "merge_models is not a function after executing the module", "stdout": printed()}
+            return {"status": protocol.REJECTED, "reason": "merge_models is not a function after executing the module", "stdout": printed()}
         for i, name in enumerate(inputs.names):
             base = inputs.base[name]
             tvs = {e: inputs.tv[e][name] for e in inputs.experts}
@@ -443,7 +427,7 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
                 return violation_result(" (caught by the candidate)")
             reason = check_result(r, base, name)
             if reason:
-                return {"status": "rejected", "reason": reason, "stdout": printed()}
+                return {"status": protocol.REJECTED, "reason": reason, "stdout": printed()}
             write_tensor(res_fd, r, int(offsets[i]))
     except PolicyViolation as e:
         return violation_result(exc=e)
@@ -452,11 +436,11 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
             return violation_result(" (caught by the candidate)")
         tb = e.__traceback__
         line = _candidate_line(tb)
-        return {"status": "error", "etype": type(e).__name__, "message": _cap(str(e), 1000),
+        return {"status": protocol.ERROR, "etype": type(e).__name__, "message": _cap(str(e), 1000),
                 "line": line, "stdout": printed()}
     if env.violations:
         return violation_result(" (caught by the candidate)")
-    return {"status": "ok", "stdout": printed()}
+    return {"status": protocol.OK, "stdout": printed()}
 
 
 def check_result(r, base: torch.Tensor, name: str) -> str | None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from selfdev import SelfdevError
+from selfdev.plugins.domains.lm.io import ModelDir, ShardWriter, copy_model_files, torch_dtype
 
 
 @dataclass(eq=False)
@@ -63,8 +64,6 @@ class LMModel:
 
     def save(self, out_dir: str | Path, max_shard_bytes: int = 2 * 1024**3) -> Path:
         """Write a normal HF model directory (config, tokenizer, safetensors)."""
-        from selfdev.plugins.domains.lm_io import ModelDir, ShardWriter, copy_model_files
-
         out = Path(out_dir)
         if out.resolve() == self.source.resolve():
             raise SelfdevError(f"refusing to overwrite the source model {self.source}")
@@ -85,8 +84,6 @@ class LMModel:
 
 
 def _st_to_torch(st: str):
-    from selfdev.plugins.domains.lm_io import torch_dtype
-
     return torch_dtype(st)
 
 
@@ -166,8 +163,6 @@ def _apply_overrides(model, source: Path, overrides: dict[str, Any]) -> None:
         restore = [n for n in entry["touched"] if n not in overrides]
         with torch.no_grad():
             if restore:
-                from selfdev.plugins.domains.lm_io import ModelDir
-
                 src = ModelDir.open(source, "source")
                 for name in restore:
                     params[name].copy_(src.get(name).to(params[name].device, params[name].dtype))
@@ -184,12 +179,6 @@ def _apply_overrides(model, source: Path, overrides: dict[str, Any]) -> None:
         entry["touched"] = set(overrides)
         entry["applied"] = id(overrides)
         entry["ref"] = overrides
-
-
-def clear_caches() -> None:
-    with _lock:
-        _model_cache.clear()
-        _tok_cache.clear()
 
 
 def as_handle(model: Any) -> LMModel:

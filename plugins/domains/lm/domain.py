@@ -10,9 +10,9 @@ the merged model is θ_0 + result for mergeable parameters and θ_0 for every ot
 Two modes, chosen from the size of the mergeable tensors (``in_memory_mb``):
 
 * **memory** (small models, e.g. toymath): seed values and task vectors are loaded once; one
-  warm ``sandbox.Sandbox`` over all mergeable tensors is reused for every candidate, and the
-  merged model is an in-memory :class:`~plugins.domains.lm_model.LMModel` (the seed directory
-  plus the merged tensors) that evaluators load without touching the disk;
+  warm ``selfdev.Sandbox`` over all mergeable tensors is reused for every candidate, and the
+  merged model is an in-memory :class:`~selfdev.plugins.domains.lm.model.LMModel` (the seed
+  directory plus the merged tensors) that evaluators load without touching the disk;
 * **stream** (big models): tensors are read lazily with ``safe_open`` in groups of at most
   ``chunk_mb`` (seed + task vectors, float32); each group goes through its own Sandbox and the
   merged tensors are written straight into a new HF directory under the run's artifacts
@@ -32,6 +32,11 @@ from typing import Any, Callable
 
 from selfdev import ConfigError, Domain, MergeOutcome
 from selfdev import hookimpl
+from selfdev.plugins.domains.baselines import baseline_grid
+from selfdev.plugins.domains.lm.baselines import lm_baseline_grid
+from selfdev.plugins.domains.lm.io import (ModelDir, ShardWriter, check_same_architecture, chunk_names,
+                                          copy_model_files, mergeable_filter, torch_dtype)
+from selfdev.plugins.domains.lm.model import LMModel
 
 EXAMPLE = '''\
 import torch
@@ -118,8 +123,6 @@ class LMDomain(Domain):
         super().__init__(ctx)
         self.seed_dir = Path(seed_model).expanduser() if seed_model else None
         self.expert_dirs = {k: Path(v).expanduser() for k, v in _parse_experts(experts).items()}
-        from selfdev.plugins.domains.lm_io import mergeable_filter
-
         self._mergeable_spec = mergeable
         self._is_mergeable = mergeable_filter(mergeable)  # validates early
         self.eval_data = eval_data
@@ -148,8 +151,6 @@ class LMDomain(Domain):
         if self._prepared is not None:
             return self._prepared
         self._resolve_models()
-        from selfdev.plugins.domains.lm_io import ModelDir, check_same_architecture
-
         if self.seed_dir is None:
             raise ConfigError("lm: seed_model (a Hugging Face model directory) is required")
         if not self.expert_dirs:
@@ -218,14 +219,10 @@ class LMDomain(Domain):
         return list(self._experts)
 
     def seed_model(self):
-        from selfdev.plugins.domains.lm_model import LMModel
-
         self.prepare()
         return LMModel(self.seed_dir, label="seed")
 
     def expert_model(self, name: str):
-        from selfdev.plugins.domains.lm_model import LMModel
-
         self.prepare()
         if name not in self.expert_dirs:
             raise ConfigError(f"{self.name} has no expert {name!r}; allowed: {', '.join(self.expert_dirs)}")
@@ -249,15 +246,7 @@ class LMDomain(Domain):
         return {"test_file": str(p)}
 
     def baselines(self):
-        from selfdev.plugins.domains.lm_baselines import lm_baseline_grid
-
-        try:
-            from selfdev.plugins.domains.baselines import baseline_grid
-        except ImportError:  # pragma: no cover - shared module missing
-            grid = []
-        else:
-            grid = baseline_grid(self.seed)
-        return grid + lm_baseline_grid(len(self.expert_names()))
+        return baseline_grid(self.seed) + lm_baseline_grid(len(self.expert_names()))
 
     def prompt(self) -> str:
         info = self.prepare()
@@ -311,8 +300,6 @@ class LMDomain(Domain):
         return self._stream(_FunctionRunner(fn), tag, out_dir)
 
     def _memory_handle(self, merged_tv: dict[str, Any], label: str):
-        from selfdev.plugins.domains.lm_io import torch_dtype
-        from selfdev.plugins.domains.lm_model import LMModel
 
         infos = self._seed.tensors
         overrides = {n: (self.base[n] + merged_tv[n].to(self.base[n].dtype)).to(torch_dtype(infos[n].dtype))
@@ -342,8 +329,6 @@ class LMDomain(Domain):
         """Merge group by group, writing into ``out_dir`` (or a fresh dir under the artifacts)."""
         import torch
 
-        from selfdev.plugins.domains.lm_io import ShardWriter, chunk_names, copy_model_files, torch_dtype
-        from selfdev.plugins.domains.lm_model import LMModel
 
         seed, experts = self._seed, self._experts
         target = Path(out_dir) if out_dir is not None else self._merged_root() / tag

@@ -1,9 +1,9 @@
 """L2 capabilities: the torch/math facades, the RestrictedPython guards and builtins.
 
-Runs inside the candidate's child process only. Deny by default: every attribute the
-candidate reaches goes through :func:`guarded_getattr`, which consults a per-type allowlist.
-Violations are recorded out of band (``Env.violations``) so a candidate that catches the
-exception is still rejected.
+Jail side: built once in the warm parent (:func:`build_env`), used in each candidate's child.
+Deny by default: every attribute the candidate reaches goes through ``guarded_getattr``, which
+consults a per-type allowlist. Violations are recorded out of band (``Env.violations``) so a
+candidate that catches the exception is still rejected.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ CREATION = {"zeros", "ones", "full", "empty", "arange", "linspace", "logspace", 
 RANDOM = {"rand", "randn", "randint", "randperm", "bernoulli", "normal", "multinomial",
           "poisson", "rand_like", "randn_like", "randint_like"}
 
-DTYPES = """float32 float float64 double float16 half bfloat16 int8 int16 short int32 int
+DTYPE_ATTRS = """float32 float float64 double float16 half bfloat16 int8 int16 short int32 int
 int64 long uint8 bool complex64 cfloat complex128 cdouble""".split()
 
 LINALG_FUNCS = """cholesky cond cross det diagonal eig eigh eigvals eigvalsh inv lstsq lu
@@ -162,6 +162,25 @@ class Env:
         self.printed.append(s)
         self.printed_len += len(s)
 
+    # the checks shared by the facade's wrappers; each raises ``self.violate(...)``
+    def cap(self, n: int, what: str) -> None:
+        if n > self.numel_cap:
+            raise self.violate(f"{what}: {n} elements requested (cap {self.numel_cap})")
+
+    def check_device(self, kwargs: dict, what: str) -> None:
+        dev = kwargs.get("device")
+        if dev is not None and str(dev) != "cpu":
+            raise self.violate(f"{what}: only device='cpu' is available")
+        if kwargs.get("pin_memory"):
+            raise self.violate(f"{what}: pin_memory is not allowed")
+        if "out" in kwargs and not isinstance(kwargs["out"], Tensor):
+            raise self.violate(f"{what}: out= must be a tensor")
+
+    def need_gen(self, kwargs: dict, what: str) -> None:
+        g = kwargs.get("generator")
+        if not isinstance(g, torch.Generator):
+            raise self.violate(f"{what}: random functions need a seeded torch.Generator (pass generator=g)")
+
 
 class Facade:
     """A namespace object whose attributes are vetted callables/values only."""
@@ -206,42 +225,59 @@ def _size_numel(args, kwargs) -> int:
     return n
 
 
+RETURN_TYPE_FIELDS = frozenset((
+    "values", "indices", "U", "S", "Vh", "V", "Q", "R", "L", "eigenvalues", "eigenvectors",
+    "solution", "residuals", "rank", "singular_values", "sign", "logabsdet", "mantissa",
+    "exponent", "LU", "pivots", "P", "counts", "inverse_indices", "output", "info"))
+
+_IOPS = {"+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
+         "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "@=": operator.imatmul,
+         "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor, "<<=": operator.ilshift,
+         ">>=": operator.irshift}
+
+
+# Deliberately closures. The candidate receives functions only (the guards below, under
+# ``_``-names it cannot even spell, and the wrapped torch functions in the facades), and a
+# function gives it no attribute at all: guarded_getattr allows none on function objects, and
+# ``__closure__``, ``__globals__`` and ``__self__`` are dunders the static policy rejects. So
+# what the guards consult (the Env and its violation list, the real torch functions behind
+# the wrappers, the id table of genuine facades, the builtins) is never reachable as data: a
+# candidate cannot, say, empty ``env.violations`` after catching a PolicyViolation. Guard
+# objects with methods would hold the same only as long as no allowlist ever named their type.
+# The _make_* helpers split the closure by topic without changing that: each returns closures
+# over the same Env, and they are module globals, reachable only through ``__globals__``.
 def build_env(numel_cap: int):
+    """One candidate environment: ``(env, make_globals)``. Built once in the warm parent; each
+    forked child gets its own copy (its own Env, its own violations and printed output)."""
     env = Env(numel_cap)
+    modules, facades = _make_modules(env)
+    tensor_attr = _make_tensor_attr(env)
+    guarded_getattr = _make_getattr(env, facades, tensor_attr)
+    template = _make_guards(env, modules, guarded_getattr)
 
-    def cap(n, what):
-        if n > env.numel_cap:
-            raise env.violate(f"{what}: {n} elements requested (cap {env.numel_cap})")
+    def make_globals():
+        return dict(template)
 
-    def check_device(kwargs, what):
-        dev = kwargs.get("device")
-        if dev is not None and str(dev) != "cpu":
-            raise env.violate(f"{what}: only device='cpu' is available")
-        if kwargs.get("pin_memory"):
-            raise env.violate(f"{what}: pin_memory is not allowed")
-        if "out" in kwargs and not isinstance(kwargs["out"], Tensor):
-            raise env.violate(f"{what}: out= must be a tensor")
+    return env, make_globals
 
-    def need_gen(kwargs, what):
-        g = kwargs.get("generator")
-        if not isinstance(g, torch.Generator):
-            raise env.violate(f"{what}: random functions need a seeded torch.Generator (pass generator=g)")
 
+def _make_modules(env: Env) -> tuple[dict, dict]:
+    """The torch and math facades: (import name -> facade, id -> every genuine facade)."""
     def wrap_creation(fname):
         real = getattr(torch, fname)
         target = {"empty": torch.zeros, "empty_like": torch.zeros_like}.get(fname, real)
 
         def f(*args, **kwargs):
-            check_device(kwargs, f"torch.{fname}")
+            env.check_device(kwargs, f"torch.{fname}")
             if fname in ("zeros", "ones", "empty", "full"):
                 a = args[:-1] if fname == "full" and "fill_value" not in kwargs else args
                 if fname == "full" and "size" in kwargs:
                     a = ()
-                cap(_size_numel(a, kwargs), f"torch.{fname}")
+                env.cap(_size_numel(a, kwargs), f"torch.{fname}")
             elif fname == "eye":
                 n = int(args[0] if args else kwargs.get("n", 0))
                 m = int(args[1] if len(args) > 1 else kwargs.get("m", n) or n)
-                cap(n * m, "torch.eye")
+                env.cap(n * m, "torch.eye")
             elif fname == "arange":
                 nums = [float(a) for a in args if isinstance(a, (int, float))]
                 if len(nums) == 1:
@@ -253,10 +289,10 @@ def build_env(numel_cap: int):
                         end = float(kwargs["end"])
                 if step == 0 or not all(map(math.isfinite, (start, end, step))):
                     raise env.violate("torch.arange: bad range")
-                cap(int(max(0, math.ceil((end - start) / step))), "torch.arange")
+                env.cap(int(max(0, math.ceil((end - start) / step))), "torch.arange")
             elif fname in ("linspace", "logspace"):
                 steps = args[2] if len(args) > 2 else kwargs.get("steps", 0)
-                cap(int(steps), f"torch.{fname}")
+                env.cap(int(steps), f"torch.{fname}")
             return target(*args, **kwargs)
 
         f.__name__ = fname
@@ -266,17 +302,17 @@ def build_env(numel_cap: int):
         real = getattr(torch, fname)
 
         def f(*args, **kwargs):
-            check_device(kwargs, f"torch.{fname}")
-            need_gen(kwargs, f"torch.{fname}")
+            env.check_device(kwargs, f"torch.{fname}")
+            env.need_gen(kwargs, f"torch.{fname}")
             if fname in ("rand", "randn"):
-                cap(_size_numel(args, kwargs), f"torch.{fname}")
+                env.cap(_size_numel(args, kwargs), f"torch.{fname}")
             elif fname == "randint":
                 size = kwargs.get("size", args[-1] if args and isinstance(args[-1], (tuple, list, torch.Size)) else ())
-                cap(_size_numel((size,), {}), "torch.randint")
+                env.cap(_size_numel((size,), {}), "torch.randint")
             elif fname == "randperm":
-                cap(int(args[0] if args else kwargs.get("n", 0)), "torch.randperm")
+                env.cap(int(args[0] if args else kwargs.get("n", 0)), "torch.randperm")
             elif fname == "normal" and "size" in kwargs:
-                cap(_size_numel((), kwargs), "torch.normal")
+                env.cap(_size_numel((), kwargs), "torch.normal")
             return real(*args, **kwargs)
 
         f.__name__ = fname
@@ -293,7 +329,7 @@ def build_env(numel_cap: int):
     for n in RANDOM:
         if hasattr(torch, n):
             tattrs[n] = wrap_random(n)
-    for n in DTYPES:
+    for n in DTYPE_ATTRS:
         tattrs[n] = getattr(torch, n)
     class _TensorTypeMeta(type):
         def __instancecheck__(cls, obj):
@@ -350,13 +386,16 @@ def build_env(numel_cap: int):
                "torch.nn": torch_facade, "torch.nn.functional": torch_facade, "torch.fft": torch_facade}
     facades = {id(torch_facade): torch_facade, id(math_facade): math_facade, id(linalg): linalg,
                id(nnf): nnf, id(nn): nn, id(fft): fft}
+    return modules, facades
 
-    # ---------------------------------------------------------------- tensor method wrappers
+
+def _make_tensor_attr(env: Env):
+    """``tensor_attr(t, name)``: an allowed tensor attribute, wrapped where it needs checks."""
     def tensor_random(t, name):
         meth = getattr(t, name)
 
         def f(*args, **kwargs):
-            need_gen(kwargs, f"Tensor.{name}")
+            env.need_gen(kwargs, f"Tensor.{name}")
             return meth(*args, **kwargs)
         return f
 
@@ -375,10 +414,10 @@ def build_env(numel_cap: int):
         meth = getattr(t, name)
 
         def f(*args, **kwargs):
-            check_device(kwargs, f"Tensor.{name}")
+            env.check_device(kwargs, f"Tensor.{name}")
             if name != "new_tensor":
                 a = args[:-1] if name == "new_full" else args
-                cap(_size_numel(a, kwargs), f"Tensor.{name}")
+                env.cap(_size_numel(a, kwargs), f"Tensor.{name}")
             return meth(*args, **kwargs)
         return f
 
@@ -388,10 +427,28 @@ def build_env(numel_cap: int):
             n = t.numel()
             for r in reps:
                 n *= max(int(r), 0)
-            cap(n, "Tensor.repeat")
+            env.cap(n, "Tensor.repeat")
             return t.repeat(*sizes)
         return f
 
+    def tensor_attr(t, name):
+        if name in TENSOR_RANDOM:
+            return tensor_random(t, name)
+        if name in TENSOR_ATTRS:
+            if name == "to":
+                return tensor_to(t)
+            if name.startswith("new_"):
+                return tensor_new(t, name)
+            if name == "repeat":
+                return tensor_repeat(t)
+            return getattr(t, name)
+        raise env.violate(f"Tensor attribute {name!r} is not allowed in the sandbox")
+
+    return tensor_attr
+
+
+def _make_getattr(env: Env, facades: dict, tensor_attr):
+    """``_getattr_``: every attribute the candidate reads, against a per-type allowlist."""
     def safe_format(s):
         import string
 
@@ -403,7 +460,6 @@ def build_env(numel_cap: int):
             return s.format(*args, **kwargs)
         return f
 
-    # ---------------------------------------------------------------- guards
     def guarded_getattr(obj, name, *default):
         if type(name) is not str:
             raise env.violate("attribute name must be a str")
@@ -421,17 +477,7 @@ def build_env(numel_cap: int):
         if isinstance(obj, Tensor):
             if tp is not Tensor and tp is not torch.nn.Parameter:
                 raise env.violate(f"tensor subclass {tp.__name__} is not allowed")
-            if name in TENSOR_RANDOM:
-                return tensor_random(obj, name)
-            if name in TENSOR_ATTRS:
-                if name == "to":
-                    return tensor_to(obj)
-                if name.startswith("new_"):
-                    return tensor_new(obj, name)
-                if name == "repeat":
-                    return tensor_repeat(obj)
-                return getattr(obj, name)
-            raise env.violate(f"Tensor attribute {name!r} is not allowed in the sandbox")
+            return tensor_attr(obj, name)
         if tp is str:
             if name == "format":
                 return safe_format(obj)
@@ -442,15 +488,18 @@ def build_env(numel_cap: int):
         if allowed is not None and name in allowed:
             return getattr(obj, name)
         if tp.__module__ == "torch.return_types" and isinstance(obj, tuple):
-            if name in ("values", "indices", "U", "S", "Vh", "V", "Q", "R", "L", "eigenvalues",
-                        "eigenvectors", "solution", "residuals", "rank", "singular_values",
-                        "sign", "logabsdet", "mantissa", "exponent", "LU", "pivots", "P",
-                        "counts", "inverse_indices", "output", "info"):
+            if name in RETURN_TYPE_FIELDS:
                 return getattr(obj, name)
         if isinstance(obj, BaseException) and name == "args":
             return obj.args
         raise env.violate(f"attribute {name!r} of {tp.__name__!r} objects is not allowed in the sandbox")
 
+    return guarded_getattr
+
+
+def _make_guards(env: Env, modules: dict, guarded_getattr) -> dict:
+    """The globals RestrictedPython's compiled code calls (``_getattr_``, ``_write_``, ...)
+    and the candidate's builtins."""
     def guarded_getitem(obj, key):
         if isinstance(obj, GETITEM_TYPES) or type(obj).__module__ == "torch.return_types":
             if isinstance(obj, Tensor) and type(obj) is not Tensor:
@@ -481,13 +530,8 @@ def build_env(numel_cap: int):
             return _TensorWriter(obj)
         raise env.violate(f"writing to {tp.__name__!r} objects is not allowed")
 
-    _iops = {"+=": operator.iadd, "-=": operator.isub, "*=": operator.imul, "/=": operator.itruediv,
-             "//=": operator.ifloordiv, "%=": operator.imod, "**=": operator.ipow, "@=": operator.imatmul,
-             "&=": operator.iand, "|=": operator.ior, "^=": operator.ixor, "<<=": operator.ilshift,
-             ">>=": operator.irshift}
-
     def inplacevar(op, x, y):
-        f = _iops.get(op)
+        f = _IOPS.get(op)
         if f is None:
             raise env.violate(f"operator {op} is not allowed")
         return f(x, y)
@@ -536,20 +580,16 @@ def build_env(numel_cap: int):
         "FloatingPointError": FloatingPointError, "StopIteration": StopIteration,
         "__import__": guarded_import,
     })
-
-    def make_globals():
-        return {
-            "__builtins__": b,
-            "__name__": "candidate",
-            "_getattr_": guarded_getattr,
-            "_getitem_": guarded_getitem,
-            "_write_": guarded_write,
-            "_getiter_": guarded_iter,
-            "_inplacevar_": inplacevar,
-            "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
-            "_unpack_sequence_": guarded_unpack_sequence,
-            "_apply_": apply,
-            "_print_": PrintCollector,
-        }
-
-    return env, make_globals
+    return {
+        "__builtins__": b,
+        "__name__": "candidate",
+        "_getattr_": guarded_getattr,
+        "_getitem_": guarded_getitem,
+        "_write_": guarded_write,
+        "_getiter_": guarded_iter,
+        "_inplacevar_": inplacevar,
+        "_iter_unpack_sequence_": guarded_iter_unpack_sequence,
+        "_unpack_sequence_": guarded_unpack_sequence,
+        "_apply_": apply,
+        "_print_": PrintCollector,
+    }

@@ -1,10 +1,16 @@
-"""The trusted side: Sandbox (warm parent management, per-candidate runs, L4 validation)."""
+"""The trusted side: Sandbox (warm parent management, per-candidate runs, L4 validation).
+
+Per candidate: hand the code to an idle pre-forked child, pump what it sends back into a
+bounded :class:`~selfdev.sandbox.verdict.ChildRecord` (``_pump``), map that to a result with
+:func:`~selfdev.sandbox.verdict.verdict`, and only for an ``ok`` verdict seal and validate the
+result buffer (``_take_result``).
+"""
 from __future__ import annotations
 
 import collections
 import ctypes
+import dataclasses
 import fcntl
-import json
 import marshal
 import math
 import mmap
@@ -17,71 +23,42 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Iterable
 
 import torch
 
-from selfdev.sandbox import _proto
-from selfdev.sandbox._policy import screen_and_compile
+from selfdev.sandbox import protocol
+from selfdev.sandbox.layers import DEFAULT_REQUIRE
+from selfdev.sandbox.policy import screen_and_compile
+from selfdev.sandbox.protocol import ALL_LAYERS
+from selfdev.sandbox.verdict import OUTPUT_CAP, REASON_CAP, ChildRecord, SandboxResult, clean_text, verdict
 
 # The folder that holds the ``selfdev`` package (site-packages, or the checkout of an editable
 # install): the warm parent runs with ``-I``, so it is given this one path and nothing else.
 IMPORT_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(sys.modules["selfdev"].__file__)))
+# what the warm parent runs (``%r``: IMPORT_ROOT, ``%d``: its end of the control socket)
+BOOT = "import sys; sys.path.insert(0, %r); from selfdev.sandbox.jail.worker import main; main(%d)"
 
-ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "seccomp", "landlock",
-              "landlock_net", "landlock_scope")
-# the strictest set that works on this project's machine kind (kernel 6.18, rootless userns)
-DEFAULT_REQUIRE = ("rlimits", "no_new_privs", "netns", "seccomp", "landlock", "landlock_net",
-                   "landlock_scope")
-
-Parent_POOL = 2  # must match _worker.Parent.POOL
-STDOUT_CAP = 16 * 1024
-STDERR_CAP = 16 * 1024
-STATUS_CAP = 1 << 20
-REASON_CAP = 1000
-
-DTYPE_NAMES = {
-    torch.float32: "float32", torch.float64: "float64", torch.float16: "float16",
-    torch.bfloat16: "bfloat16", torch.int8: "int8", torch.int16: "int16", torch.int32: "int32",
-    torch.int64: "int64", torch.uint8: "uint8", torch.bool: "bool",
-    torch.complex64: "complex64", torch.complex128: "complex128",
-}
+DTYPE_NAMES = {getattr(torch, name): name for name in protocol.DTYPES}  # dtype -> wire name
 
 
 class SandboxUnavailable(RuntimeError):
     """A required isolation layer is not available here (the sandbox fails closed)."""
 
 
-@dataclass
-class SandboxResult:
-    status: str  # "ok" | "rejected" | "error" | "timeout" | "killed"
-    reason: str | None
-    tensors: dict[str, torch.Tensor] | None
-    stdout: str
-    duration_ms: float
-    details: dict = field(default_factory=dict)
+class _Capped:
+    """The first ``cap`` bytes of a stream, and a count of the bytes after them."""
 
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
+    __slots__ = ("cap", "data", "dropped")
 
-    def to_json(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "duration_ms": round(self.duration_ms, 3),
-                "stdout": self.stdout, "details": self.details}
+    def __init__(self, cap: int):
+        self.cap, self.data, self.dropped = cap, bytearray(), 0
 
-
-def clean_text(s: str, cap: int) -> str:
-    """Untrusted text: strip control characters (keep \\n and \\t) and cap its length."""
-    if not isinstance(s, str):
-        s = str(s)
-    extra = len(s) - cap
-    if extra > 0:
-        s = s[:cap]
-    s = "".join(ch if (ch in "\n\t" or (ord(ch) >= 32 and ord(ch) != 127 and not 0x80 <= ord(ch) < 0xA0)) else "\ufffd" for ch in s)
-    if extra > 0:
-        s += f"\n... [{extra} more characters dropped]"
-    return s
+    def add(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data += chunk[:room]
+        self.dropped += max(0, len(chunk) - max(room, 0))
 
 
 def _tensor_bytes(t: torch.Tensor) -> memoryview:
@@ -108,7 +85,7 @@ class _Unmap:
         _libc.munmap(self.addr, self.size)
 
 
-def _PrivateMap(fd: int, size: int):
+def _private_map(fd: int, size: int):
     """A writable MAP_PRIVATE mapping of ``fd`` as a ctypes buffer that unmaps itself when the
     last tensor built on it is gone (Python's mmap would keep a duplicate fd open)."""
     size = max(size, 1)
@@ -128,13 +105,6 @@ def _all_finite(t: torch.Tensor) -> bool:
         return bool(torch.isfinite(t).all())
     lo, hi = torch.aminmax(t)
     return bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
-
-
-def _signame(sig: int) -> str:
-    try:
-        return signal.Signals(sig).name
-    except ValueError:
-        return f"signal {sig}"
 
 
 def _minimal_env(threads: int) -> dict:
@@ -243,16 +213,16 @@ class Sandbox:
         while True:  # absolute offsets in the header; grow the header slot until it fits
             for ent, r in zip(entries, rel):
                 ent["offset"] = data_start + r
-            hdr = json.dumps({"names": self.names, "experts": self.experts, "tensors": entries,
-                              "result_offsets": self.offsets}).encode()
-            need = (8 + len(hdr) + 63) // 64 * 64
+            hdr = protocol.encode_header({"names": self.names, "experts": self.experts, "tensors": entries,
+                                          "result_offsets": self.offsets})
+            need = (len(hdr) + 63) // 64 * 64
             if need <= data_start:
                 break
             data_start = need
         fd = os.memfd_create("selfdev-sandbox-inputs", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
         try:
             os.ftruncate(fd, data_start + off)
-            os.pwrite(fd, len(hdr).to_bytes(8, "little") + hdr, 0)
+            os.pwrite(fd, hdr, 0)
             for o, t in tensors:
                 view = _tensor_bytes(t)
                 done = 0
@@ -267,8 +237,7 @@ class Sandbox:
 
     def _start(self) -> None:
         parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        boot = ("import sys; sys.path.insert(0, %r); from selfdev.sandbox._worker import main; main(%d)"
-                % (IMPORT_ROOT, child_sock.fileno()))
+        boot = BOOT % (IMPORT_ROOT, child_sock.fileno())
         log = os.environ.get("SELFDEV_SANDBOX_LOG")  # operator debugging: the warm parent's stderr
         err = open(log, "ab") if log else subprocess.DEVNULL
         try:
@@ -283,10 +252,10 @@ class Sandbox:
         self._sock = parent_sock
         cfg = {"threads": self.threads, "memory_mb": self.memory_mb, "require": list(self.require),
                "disable": self._disable}
-        _proto.send(parent_sock, cfg, [self._inputs_fd])
+        protocol.send(parent_sock, cfg, [self._inputs_fd])
         parent_sock.settimeout(self._start_timeout)
         try:
-            msg, _ = _proto.recv(parent_sock)
+            msg, _ = protocol.recv(parent_sock)
         except (socket.timeout, OSError) as e:
             raise SandboxUnavailable(f"sandbox warm parent did not start: {e}")
         finally:
@@ -294,7 +263,7 @@ class Sandbox:
         if msg is None:
             rc = self._proc.poll()
             raise SandboxUnavailable(f"sandbox warm parent exited during start-up (exit code {rc})")
-        if not msg.get("ready"):
+        if not msg.get(protocol.READY):
             raise SandboxUnavailable(f"sandbox warm parent failed to start: {msg.get('error')}")
         self.layers = msg.get("layers", {})
         self.parent_pid = msg.get("pid")
@@ -384,7 +353,7 @@ class Sandbox:
             # the child gets the code object compiled (with RestrictedPython) right here, so it
             # does not pay for parsing again; it is marshalled trusted -> untrusted only
             blob = marshal.dumps(co) if co is not None else code.encode("utf-8", "surrogatepass")
-            res = self._run_locked(blob, co is not None, timeout, t0)
+            res = self._run_locked(blob, timeout, t0)
         if sr is not None:
             res.details.setdefault("ast_hash", sr.ast_hash)
         return res
@@ -401,8 +370,7 @@ class Sandbox:
             self._recv_ctl(None)
         return self._spares.popleft()
 
-    def _run_locked(self, blob: bytes, compiled: bool, timeout: float, t0: float,
-                    attempt: int = 0) -> SandboxResult:
+    def _run_locked(self, blob: bytes, timeout: float, t0: float, attempt: int = 0) -> SandboxResult:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         res_fd = os.memfd_create("selfdev-sandbox-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -414,12 +382,10 @@ class Sandbox:
             os.write(code_fd, blob)
             fcntl.fcntl(code_fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SHRINK |
                         fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
-            # "marshal": a code object compiled (with RestrictedPython) by the supervisor's own
-            # screen, marshalled trusted -> untrusted only; the child does not parse again
-            msg = {"op": "run", "timeout": timeout, "result_bytes": max(self.result_bytes, 1),
-                   "os_only": self._os_only, "code_kind": "marshal" if compiled else "source"}
+            msg = {"op": protocol.OP_RUN, "timeout": timeout, "result_bytes": max(self.result_bytes, 1),
+                   "os_only": self._os_only}
             pid = None
-            for _ in range(2 * Parent_POOL + 2):
+            for _ in range(2 * protocol.POOL + 2):
                 try:
                     pid, chan = self._take_spare()
                 except SandboxUnavailable:
@@ -428,9 +394,9 @@ class Sandbox:
                     os.close(out_w)
                     os.close(st_w)
                     self._restart()
-                    return self._run_locked(blob, compiled, timeout, t0, attempt + 1)
+                    return self._run_locked(blob, timeout, t0, attempt + 1)
                 try:
-                    _proto.send(chan, msg, [out_w, st_w, res_fd, code_fd])
+                    protocol.send(chan, msg, [out_w, st_w, res_fd, code_fd])
                 except OSError:
                     pid = None  # that spare died idle; its exit notice will come
                     continue
@@ -442,10 +408,11 @@ class Sandbox:
             if pid is None:
                 raise SandboxUnavailable("no usable sandbox child")
             try:
-                _proto.send(self._sock, {"op": "used"})  # fork a replacement off the critical path
+                protocol.send(self._sock, {"op": protocol.OP_USED})  # fork a replacement off the critical path
             except OSError:
                 pass
-            return self._supervise(timeout, t0, out_r, st_r, res_fd, pid)
+            res = verdict(self._pump(timeout, t0, out_r, st_r, pid))
+            return self._take_result(res, res_fd, pid) if res.ok else res
         finally:
             for fd in fds_local:
                 try:
@@ -456,7 +423,7 @@ class Sandbox:
     def _recv_raw(self):
         """One control message and its fds, or None (fds closed) when the channel broke."""
         try:
-            m, fds = _proto.recv(self._sock)
+            m, fds = protocol.recv(self._sock)
         except (OSError, ValueError):
             m, fds = None, []
         if m is None:
@@ -475,17 +442,17 @@ class Sandbox:
 
     def _handle_ctl(self, m: dict, fds: list[int], current: int | None):
         """Process one control message; returns the exit info if it concerns ``current``."""
-        if "spare" in m and len(fds) == 1:
-            pid = int(m["spare"])
+        if protocol.SPARE in m and len(fds) == 1:
+            pid = int(m[protocol.SPARE])
             self._spares.append((pid, socket.socket(fileno=fds[0])))
             self._unreaped.add(pid)
             return None
         for fd in fds:
             os.close(fd)
-        if "exit" in m:
+        if protocol.EXIT in m:
             pid = int(m.get("pid", -1))
             try:  # the child is dead: let the parent reap it (never before: pid reuse)
-                _proto.send(self._sock, {"op": "reap", "pid": pid})
+                protocol.send(self._sock, {"op": protocol.OP_REAP, "pid": pid})
             except OSError:
                 pass
             self._unreaped.discard(pid)
@@ -494,7 +461,7 @@ class Sandbox:
                     self._spares.remove(sp)
                     sp[1].close()
             if pid == current:
-                return m["exit"]
+                return m[protocol.EXIT]
         return None
 
     def _drain_ctl(self) -> None:
@@ -505,17 +472,18 @@ class Sandbox:
                 return
             self._recv_ctl(None)
 
-    def _supervise(self, timeout, t0, out_r, st_r, res_fd, pid) -> SandboxResult:
+    def _pump(self, timeout: float, t0: float, out_r: int, st_r: int, pid: int) -> ChildRecord:
+        """Read what the child sends (output, report, its exit notice) until it is done or its
+        deadline passes; kill it (and the warm parent, if that broke) and return the record.
+        Reads are bounded and nothing read is interpreted here: that is :func:`verdict`'s job."""
         sel = selectors.DefaultSelector()
         os.set_blocking(out_r, False)
         os.set_blocking(st_r, False)
         sel.register(out_r, selectors.EVENT_READ, "out")
         sel.register(st_r, selectors.EVENT_READ, "st")
         sel.register(self._sock, selectors.EVENT_READ, "ctl")
-        out_buf = bytearray()
-        out_dropped = 0
-        st_buf = bytearray()
-        st_over = False
+        out = _Capped(OUTPUT_CAP)
+        report = _Capped(protocol.MAX_REPORT)
         exit_info = None
         timed_out = False
         parent_broken = False
@@ -533,8 +501,7 @@ class Sandbox:
                     break
                 if not timed_out and exit_info is None and not status_done and now >= deadline:
                     timed_out = True
-                    if pid is not None:
-                        self._kill_child(pid)
+                    self._kill_child(pid)
                     hard_deadline = now + 5.0
                 if hard_deadline is not None and now >= hard_deadline:
                     if exit_info is None:
@@ -563,114 +530,42 @@ class Sandbox:
                         ex = self._handle_ctl(*got, pid)
                         if ex is not None:
                             exit_info = ex
-                    else:
-                        fd = key.fd
-                        try:
-                            chunk = os.read(fd, 1 << 16)
-                        except BlockingIOError:
-                            continue
-                        except OSError:
-                            chunk = b""
-                        if not chunk:
-                            sel.unregister(fd)
-                            open_pipes.discard(tag)
-                            if tag == "st" and st_buf and not st_over:
-                                status_done = True
-                                grace = time.monotonic() + 0.2
-                            continue
-                        if tag == "out":
-                            room = STDERR_CAP - len(out_buf)
-                            if room > 0:
-                                out_buf += chunk[:room]
-                            out_dropped += max(0, len(chunk) - max(room, 0))
-                        else:
-                            room = STATUS_CAP - len(st_buf)
-                            if room > 0:
-                                st_buf += chunk[:room]
-                            if len(chunk) > room:
-                                st_over = True
+                        continue
+                    try:
+                        chunk = os.read(key.fd, 1 << 16)
+                    except BlockingIOError:
+                        continue
+                    except OSError:
+                        chunk = b""
+                    if not chunk:
+                        sel.unregister(key.fd)
+                        open_pipes.discard(tag)
+                        if tag == "st" and report.data and not report.dropped:
+                            status_done = True
+                            grace = time.monotonic() + 0.2
+                        continue
+                    (out if tag == "out" else report).add(chunk)
         finally:
             sel.close()
-        if pid is not None and exit_info is None:
+        if exit_info is None:
             # done with it (status in, or timed out): kill the whole group. It is not reaped
             # until its exit notice has come back, so the pid cannot have been reused.
             self._kill_child(pid)
         if parent_broken:
             self._kill_parent()
-        duration = (time.perf_counter() - t0) * 1e3
-        stderr_text = clean_text(out_buf.decode("utf-8", "replace"), STDERR_CAP)
-        if out_dropped:
-            stderr_text += f"\n... [{out_dropped} more bytes dropped]"
-        details: dict = {"fd_output": stderr_text, "pid": pid}
-        if exit_info:
-            details["exit_code"] = exit_info.get("code")
-            if exit_info.get("signal"):
-                details["signal"] = _signame(int(exit_info["signal"]))
-        status_msg = None
-        if st_buf and not st_over:
-            try:
-                status_msg = json.loads(st_buf.decode("utf-8"))
-                if not isinstance(status_msg, dict):
-                    status_msg = None
-            except Exception:  # ValueError, RecursionError (deeply nested JSON), ...
-                status_msg = None
-        stdout = ""
-        if status_msg is not None:
-            stdout = clean_text(status_msg.get("stdout", "") or "", STDOUT_CAP)
-            tm = status_msg.get("timings")
-            if isinstance(tm, dict):
-                details["child_timings"] = {k: float(tm[k]) for k in ("setup_ms", "run_ms")
-                                            if isinstance(tm.get(k), (int, float))}
-            if isinstance(status_msg.get("violations"), list):
-                details["violations"] = [clean_text(str(v), 300) for v in status_msg["violations"][:20]]
+        return ChildRecord(pid=pid, timeout=timeout, duration_ms=(time.perf_counter() - t0) * 1e3,
+                           output=bytes(out.data), output_dropped=out.dropped,
+                           report=bytes(report.data), report_over=report.dropped > 0,
+                           exit=exit_info, timed_out=timed_out, parent_died=parent_broken)
 
-        def result(status, reason, tensors=None):
-            return SandboxResult(status, None if reason is None else clean_text(reason, REASON_CAP),
-                                 tensors, stdout, duration, details)
-
-        if timed_out:
-            return result("timeout", f"candidate exceeded the {timeout:g} s wall-clock limit and was killed")
-        if parent_broken and exit_info is None:
-            return result("killed", "sandbox parent process died; candidate killed")
-        if st_over:
-            return result("rejected", "status message from the candidate process is too large")
-        if status_msg is None and st_buf:
-            return result("rejected", "malformed result report from the candidate process")
-        if status_msg is None:
-            sig = exit_info.get("signal") if exit_info else None
-            if sig:
-                why = {signal.SIGXCPU: "CPU time limit exceeded", signal.SIGXFSZ: "file size limit exceeded",
-                       signal.SIGKILL: "killed (CPU hard limit or out of memory)", signal.SIGSEGV: "crashed (segmentation fault)",
-                       signal.SIGSYS: "blocked system call", signal.SIGALRM: "wall-clock backstop",
-                       signal.SIGBUS: "crashed (bus error)", signal.SIGABRT: "aborted"}.get(int(sig), "killed by a signal")
-                return result("killed", f"candidate process {why} ({_signame(int(sig))})")
-            code = exit_info.get("code") if exit_info else None
-            return result("killed", f"candidate process exited (code {code}) without reporting a result")
-        st = status_msg.get("status")
-        if st == "unavailable":
-            # the child refused to run the candidate because a layer could not be applied
-            # (fail closed). Not raised: a report is untrusted, it must not be able to abort
-            # the caller.
-            details["sandbox_error"] = True
-            return result("killed", "sandbox refused to run the candidate: " + str(status_msg.get("reason")))
-        if st == "rejected":
-            return result("rejected", str(status_msg.get("reason") or "rejected"))
-        if st == "error":
-            et = clean_text(str(status_msg.get("etype") or "Exception"), 100)
-            details["exception_type"] = et
-            line = status_msg.get("line")
-            where = f" (line {int(line)})" if isinstance(line, int) else ""
-            return result("error", f"{et}{where}: {status_msg.get('message', '')}")
-        if st != "ok":
-            return result("rejected", "malformed status from the candidate process")
-        if exit_info is not None and exit_info.get("code") != 0:
-            return result("killed", "candidate process did not exit cleanly after reporting")
+    def _take_result(self, res: SandboxResult, res_fd: int, pid: int) -> SandboxResult:
+        """An ``ok`` verdict's tensors: seal the result buffer, then rebuild and check them."""
         if not self._seal(res_fd, pid):
-            return result("killed", "could not freeze the result buffer")
+            return dataclasses.replace(res, status="killed", reason="could not freeze the result buffer")
         tensors, reason = self._collect(res_fd)
         if reason:
-            return result("rejected", reason)
-        return result("ok", None, tensors)
+            return dataclasses.replace(res, status="rejected", reason=clean_text(reason, REASON_CAP))
+        return dataclasses.replace(res, tensors=tensors)
 
     def _seal(self, res_fd: int, pid: int | None) -> bool:
         """Make the result buffer immutable before validating it (no time-of-check races)."""
@@ -708,7 +603,7 @@ class Sandbox:
             return None, f"result buffer has {size} bytes; expected {self.result_bytes}"
         # map the sealed (immutable) buffer copy-on-write: no copy, no fd kept open; the
         # returned tensors share this private mapping, never anything of the child's
-        mm = _PrivateMap(res_fd, size)
+        mm = _private_map(res_fd, size)
         out: dict[str, torch.Tensor] = {}
         for (name, dt, shape), off in zip(self.meta, self.offsets):
             numel = math.prod(shape)

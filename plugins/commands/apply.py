@@ -15,64 +15,24 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import click
 
-from selfdev import SelfdevError
-from selfdev import hookimpl
-
-
-class RichProgress:
-    """The Progress protocol drawn with rich progress bars on stderr."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self) -> "RichProgress":
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=Console(stderr=True), transient=True)
-            self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-            self._progress = None
-
-    def task(self, description: str, total: int | None = None):
-        prog = self._progress
-        if prog is None:
-            from selfdev import NullProgress
-
-            return NullProgress().task(description, total)
-        tid = prog.add_task(description, total=total)
-
-        class _T:
-            def advance(self, n: int = 1) -> None:
-                prog.advance(tid, n)
-
-            def close(self) -> None:
-                prog.remove_task(tid)
-
-        return _T()
+import selfdev
+from selfdev import Context, NullProgress, SelfdevError, hookimpl, parse_kv, selfdev_home
+from selfdev.plugins.domains.lm.domain import LMDomain
+from selfdev.plugins.domains.toymath.domain import ToyMathDomain
+from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
+from selfdev.plugins.evaluators.toymath import ToyMathEvaluator
+from selfdev.plugins.listeners.console import ConsoleListener
 
 
 def read_algorithm(path: str | Path) -> str:
     """The ``merge_models`` code of a file (a plain .py file or a completion with a code block)."""
-    text = Path(path).read_text(encoding="utf-8")
-    try:
-        from selfdev import extract_candidate
-
-        code = extract_candidate(text)
-    except ImportError:  # pragma: no cover - sandbox package missing
-        code = text
+    code = selfdev.extract_candidate(Path(path).read_text(encoding="utf-8"))
     if not code or "merge_models" not in code:
         raise SelfdevError(f"{path}: no merge_models function found")
     return code
@@ -83,17 +43,14 @@ class _Recorder:
         self.store = None
         self.run_id = run_id
         if db:
-            from selfdev import EventStore
-
             Path(db).parent.mkdir(parents=True, exist_ok=True)
-            self.store = EventStore(db, writer="selfdev apply")
+            self.store = selfdev.EventStore(db, writer="selfdev apply")
 
     def emit(self, type_: str, payload: dict[str, Any]) -> None:
         if self.store is None:
             return
-        from selfdev import NewEvent
-
-        self.store.append(self.run_id, [NewEvent(type_, _jsonable(payload), source="plugins.transfer")])
+        event = selfdev.NewEvent(type_, _jsonable(payload), source=__name__)
+        self.store.append(self.run_id, [event])
 
     def close(self) -> None:
         if self.store is not None:
@@ -106,16 +63,10 @@ def _jsonable(obj: Any) -> Any:
 
 def _evaluator_class(name: str):
     if name == "gsm8k":
-        from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
-
         return GSM8kEvaluator
     if name == "toymath":
-        from selfdev.plugins.evaluators.toymath import ToyMathEvaluator
-
         return ToyMathEvaluator
-    from selfdev import get_registry  # third-party evaluators
-
-    return get_registry().get("evaluator", name)
+    return selfdev.get_registry().get("evaluator", name)  # third-party evaluators
 
 
 def _parse_opts(items: tuple[str, ...]) -> dict[str, Any]:
@@ -138,22 +89,16 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
                  seed: int = 0, toymath: str | None = None, toymath_size: str = "full",
                  progress=None, db: str | None = None) -> dict[str, Any]:
     """Apply ``algorithms`` to the experts and score everything; returns the table as data."""
-    from selfdev import Context, NullProgress, selfdev_home
-
     progress = progress or NullProgress()
     run_id = f"transfer-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     codes = {Path(a).stem: read_algorithm(a) for a in algorithms}
     artifacts = selfdev_home() / "transfer" / run_id
     ctx = Context(run_id=run_id, seed=seed, home=selfdev_home(), artifacts=artifacts, progress=progress)
     if toymath:
-        from selfdev.plugins.domains.toymath import ToyMathDomain
-
         domain = ToyMathDomain(ctx, size=toymath_size, seed=seed, expert_set=toymath, mergeable=mergeable)
         if evaluator == "gsm8k":
             evaluator = "toymath"
     else:
-        from selfdev.plugins.domains.lm import LMDomain
-
         if not base or not experts:
             raise SelfdevError("selfdev apply needs --base and at least one --expert NAME=DIR (or --toymath SET)")
         domain = LMDomain(ctx, seed_model=base, experts=experts, mergeable=mergeable, eval_data=eval_data, seed=seed)
@@ -276,11 +221,11 @@ def render_table(result: dict[str, Any], console=None) -> None:
 def apply_cmd(algorithms, base, experts, out, evaluator, eval_data, eval_options, mergeable, splits, baselines,
               timeout, seed, toymath, toymath_size, db, as_json, quiet):
     """Apply discovered ALGORITHMS to other experts (no re-optimisation) and compare with baselines."""
-    from selfdev import parse_kv
-
     exp = parse_kv(experts)
     split_t = tuple(s.strip() for s in splits.split(",") if s.strip())
-    with RichProgress(enabled=not (quiet or as_json)) as progress:
+    # the run's console display draws the bars (on stderr); --quiet and --json draw none
+    display = nullcontext(NullProgress()) if quiet or as_json else ConsoleListener()
+    with display as progress:
         result = run_transfer(list(algorithms), base=base, experts=exp, out=out, evaluator=evaluator,
                               eval_data=eval_data, eval_options=_parse_opts(eval_options), mergeable=mergeable,
                               splits=split_t, baselines=baselines, timeout=timeout, seed=seed, toymath=toymath,

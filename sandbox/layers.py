@@ -1,4 +1,8 @@
-"""`selfdev sandbox doctor`: probe the kernel's isolation features in a throw-away process."""
+"""The isolation layers: which exist, which a Sandbox requires by default, and which this
+kernel offers (``selfdev sandbox doctor``, probed in a throw-away process). Trusted side.
+
+(Not named ``doctor.py``: a submodule of that name would shadow the package's ``doctor()``.)
+"""
 from __future__ import annotations
 
 import json
@@ -6,6 +10,12 @@ import os
 import platform
 import subprocess
 import sys
+
+from selfdev.sandbox.protocol import ALL_LAYERS
+
+# the strictest set that works on this project's machine kind (kernel 6.18, rootless userns)
+DEFAULT_REQUIRE = ("rlimits", "no_new_privs", "netns", "seccomp", "landlock", "landlock_net",
+                   "landlock_scope")
 
 _CACHE: dict | None = None
 
@@ -26,12 +36,14 @@ LAYER_DOC = {
 
 
 def doctor(refresh: bool = False) -> dict:
+    """Which isolation layers this kernel offers (cached after the first probe)."""
     global _CACHE
     if _CACHE is not None and not refresh:
         return dict(_CACHE)
-    from selfdev.sandbox._policy import screen  # noqa: F401  (L1 importable)
+    from selfdev.sandbox.policy import screen  # noqa: F401  (L1 importable)
     import RestrictedPython
-    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_oslayers.py")
+    # the jail's OS layers, applied to a throw-away interpreter that reports what held
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "jail", "oslayers.py")
     probe: dict = {}
     err = None
     try:
@@ -43,7 +55,6 @@ def doctor(refresh: bool = False) -> dict:
             err = (cp.stderr or cp.stdout).strip()[-500:]
     except Exception as e:  # pragma: no cover
         err = f"{type(e).__name__}: {e}"
-    from selfdev.sandbox._supervisor import ALL_LAYERS, DEFAULT_REQUIRE
     layers = {"static": True, "facade": True, "process": True}
     for k in ALL_LAYERS:
         layers[k] = bool(probe.get(k, False))

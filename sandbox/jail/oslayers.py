@@ -1,8 +1,8 @@
 """L3 OS layers: namespaces, rlimits, no_new_privs, Landlock, seccomp (stdlib + ctypes only).
 
-This module must stay importable without torch and without the rest of the package: it is
-also run as a stand-alone script (``python -I _oslayers.py``) by :func:`sandbox.doctor` to
-probe what the kernel offers.
+Jail side. This module must stay importable without torch and without the rest of the
+package: it is also run as a stand-alone script (``python -I jail/oslayers.py``) by
+``selfdev.sandbox.doctor()`` to probe what the kernel offers.
 """
 from __future__ import annotations
 
@@ -57,7 +57,6 @@ PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
-CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000

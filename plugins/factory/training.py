@@ -1,5 +1,6 @@
 """What the ``dpo`` and ``sft`` optimizers share: loading the policy (full or LoRA), trl training
-arguments that work on a CPU-only machine, reading trl's logs, and writing the new checkpoint.
+arguments that work on a CPU-only machine, reading trl's logs, writing the new checkpoint, and
+the policy's log-probability margin on the preference pairs.
 
 The traps this module exists for (see research/feasibility.md §3):
 
@@ -24,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdev import ConfigError, Context, Pair, derive_seed
-from selfdev.plugins.generators import factory_common as fc
+from selfdev import Context, Pair, derive_seed
+from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, initial_of,
+                                                 is_adapter, load_factory, pick_device, quiet_hf,
+                                                 write_manifest)
+from selfdev.plugins.factory.prompts import PromptFormat, prompt_format
 
 
 @dataclass
@@ -56,13 +60,6 @@ class Policy:
     continued_adapter: bool = False
 
 
-def resolve(kind: str, name: str, value: Any, preset: dict[str, Any], check: Any) -> Any:
-    """An option: the value given, else the preset's."""
-    if value is None:
-        return preset[name]
-    return check(kind, name, value)
-
-
 def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dtype: str | None,
                 who: str) -> Policy:
     """Load the policy to train.
@@ -74,19 +71,19 @@ def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dty
       (so a checkpoint stays "one adapter over the initial base"). Full fine-tuning of a LoRA
       checkpoint merges the adapter first.
     """
-    checkpoint = fc.check_checkpoint(checkpoint, who)
-    initial = fc.initial_of(checkpoint)
-    if fc.is_adapter(checkpoint):
-        base = fc.adapter_base(checkpoint)
+    checkpoint = check_checkpoint(checkpoint, who)
+    initial = initial_of(checkpoint)
+    if is_adapter(checkpoint):
+        base = adapter_base(checkpoint)
         if lora is not None:
-            loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
+            loaded = load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
             return Policy(checkpoint, initial, base, loaded.model, loaded.tokenizer,
                           loaded.manifest, True, continued_adapter=True)
-        loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=False)
+        loaded = load_factory(checkpoint, device=device, dtype=dtype, trainable=False)
         loaded.model.train()
         return Policy(checkpoint, initial, base, loaded.model, loaded.tokenizer, loaded.manifest,
                       False)
-    loaded = fc.load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
+    loaded = load_factory(checkpoint, device=device, dtype=dtype, trainable=True)
     loaded.model.train()
     return Policy(checkpoint, initial, checkpoint, loaded.model, loaded.tokenizer,
                   loaded.manifest, lora is not None)
@@ -94,18 +91,18 @@ def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dty
 
 def prepare_policy(optimizer: Any, checkpoint: Path, settings: Any, seed: int
                    ) -> tuple[Policy, Any, str, LoraSettings | None]:
-    """Threads, seed, device, LoRA settings, the loaded policy and its prompt format: the set-up
-    both optimizers do before training. ``settings`` has ``lora``, ``lora_r``, ``lora_alpha``."""
+    """Seed, device, LoRA settings, the loaded policy and its prompt format: the set-up both
+    optimizers do before training (inside their ``torch_threads`` block). ``settings`` has
+    ``lora``, ``lora_r``, ``lora_alpha``."""
     import transformers
 
-    fc.set_threads(optimizer.threads)
     transformers.set_seed(seed % (2 ** 31))
-    device = fc.pick_device(optimizer.device)
+    device = pick_device(optimizer.device)
     lora = LoraSettings(settings.lora_r, settings.lora_alpha, optimizer.lora_dropout,
                         optimizer.target_modules) if settings.lora else None
     policy = load_policy(checkpoint, lora=lora, device=device, dtype=optimizer.dtype,
                          who=f"optimizer {optimizer.name!r}")
-    fmt = fc.prompt_format(policy.tokenizer, policy.manifest, optimizer.chat_template,
+    fmt = prompt_format(policy.tokenizer, policy.manifest, optimizer.chat_template,
                            optimizer.system)
     return policy, fmt, device, lora
 
@@ -113,7 +110,7 @@ def prepare_policy(optimizer: Any, checkpoint: Path, settings: Any, seed: int
 def record_margin(metrics: dict[str, Any], model: Any, policy: Policy, fmt: Any,
                   pairs: list[Pair], when: str) -> None:
     """Store the policy's log-prob margin chosen - rejected on ``pairs`` as ``*_{when}``."""
-    margin = fc.pair_margin(model, policy.tokenizer, fmt, pairs)
+    margin = pair_margin(model, policy.tokenizer, fmt, pairs)
     metrics.update({f"{k}_{when}": round(v, 5) for k, v in margin.items()})
 
 
@@ -191,12 +188,12 @@ def new_checkpoint_dir(ctx: Context, optimizer: str, iteration: int) -> Path:
 
 
 def save_checkpoint(model: Any, tokenizer: Any, policy: Policy, out: Path, *, optimizer: str,
-                    iteration: int, prompt: fc.PromptFormat, extra: dict[str, Any]) -> None:
+                    iteration: int, prompt: PromptFormat, extra: dict[str, Any]) -> None:
     """Write the refined factory: full weights, or the LoRA adapter (named ``default``)."""
     from peft import PeftModel
 
     out.mkdir(parents=True)
-    with fc.quiet_hf():
+    with quiet_hf():
         if isinstance(model, PeftModel):
             for name in list(model.peft_config):
                 if name != "default":
@@ -215,7 +212,7 @@ def save_checkpoint(model: Any, tokenizer: Any, policy: Policy, out: Path, *, op
         data["factory"] = policy.manifest["factory"]
     if kind == "lora":
         data["base"] = str(policy.base)
-    fc.write_manifest(out, data)
+    write_manifest(out, data)
 
 
 @dataclass
@@ -251,21 +248,76 @@ def timer() -> Any:
     return lambda: round(time.perf_counter() - start, 3)
 
 
-def prompt_options(ctx: Context, chat_template: Any, system: str | None) -> tuple[str, str]:
-    """``chat_template`` and ``system`` for training rows: the optimizer's own options, else
-    the run's ``[generator]`` options (so training formats prompts as sampling did)."""
-    gen = (ctx.options or {}).get("generator") or {}
-    if not isinstance(gen, dict):
-        gen = {}
-    if chat_template is None:
-        chat_template = gen.get("chat_template", "auto")
-    if system is None:
-        system = gen.get("system", "") or ""
-    return fc.chat_option("optimizer", chat_template), str(system)
+# --------------------------------------------------------------------------------------------
+# log-probabilities (the DPO margin, measured the way trl tokenizes)
 
 
-def check_reference(kind: str, value: Any) -> str:
-    if value not in ("current", "initial"):
-        raise ConfigError(f"config: [{kind}] reference must be \"current\" (the factory being "
-                          f"refined) or \"initial\" (the first factory); got {value!r}")
-    return value
+def completion_logps(model: Any, tokenizer: Any, fmt: PromptFormat, prompt: str,
+                     completions: list[str], *, batch_size: int = 8) -> list[float]:
+    """Sum of log p(completion tokens + eos | prompt) for each completion."""
+    import torch
+
+    prompt_ids = fmt.ids(tokenizer, prompt)
+    seqs: list[tuple[list[int], int]] = []
+    for text in completions:
+        if fmt.mode == "chat":
+            full = tokenizer.apply_chat_template(
+                fmt.messages(prompt) + [{"role": "assistant", "content": text}],
+                tokenize=True, return_dict=True)["input_ids"]
+            full = list(full)
+        else:
+            eos = tokenizer.eos_token or ""
+            full = list(tokenizer(fmt.text(tokenizer, prompt) + text
+                                  + ("" if text.endswith(eos) else eos))["input_ids"])
+        k = 0
+        while k < min(len(prompt_ids), len(full)) and prompt_ids[k] == full[k]:
+            k += 1
+        seqs.append((full, k))
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out: list[float] = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(seqs), batch_size):
+            chunk = seqs[start:start + batch_size]
+            width = max(len(s) for s, _ in chunk)
+            ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, (s, _) in enumerate(chunk):
+                ids[r, :len(s)] = torch.tensor(s)
+                mask[r, :len(s)] = 1
+            with torch.no_grad():
+                logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for r, (s, k) in enumerate(chunk):
+                if len(s) <= k:
+                    out.append(0.0)
+                    continue
+                target = torch.tensor(s[k:])
+                pos = torch.arange(k - 1, len(s) - 1)
+                out.append(float(logp[r, pos, target].sum()))
+    finally:
+        if was_training:
+            model.train()
+    return out
+
+
+def pair_margin(model: Any, tokenizer: Any, fmt: PromptFormat, pairs: list[Any]) -> dict[str, float]:
+    """Mean log p(chosen) - log p(rejected) over the pairs (and the share where it is > 0)."""
+    by_prompt: dict[str, set[str]] = {}
+    for p in pairs:
+        by_prompt.setdefault(p.prompt, set()).update([p.chosen, p.rejected])
+    logps: dict[tuple[str, str], float] = {}
+    for prompt, texts in by_prompt.items():
+        texts_l = sorted(texts)
+        for text, lp in zip(texts_l, completion_logps(model, tokenizer, fmt, prompt, texts_l)):
+            logps[(prompt, text)] = lp
+    margins = [logps[(p.prompt, p.chosen)] - logps[(p.prompt, p.rejected)] for p in pairs]
+    chosen = [logps[(p.prompt, p.chosen)] for p in pairs]
+    rejected = [logps[(p.prompt, p.rejected)] for p in pairs]
+    n = max(1, len(pairs))
+    return {"logp_margin": sum(margins) / n,
+            "logp_accuracy": sum(m > 0 for m in margins) / n,
+            "chosen_logp": sum(chosen) / n,
+            "rejected_logp": sum(rejected) / n}

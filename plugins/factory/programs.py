@@ -1,6 +1,6 @@
-"""Prompts and completions: the ``selfdev prompt DOMAIN`` command and completion helpers.
+"""What a completion holds: its ``merge_models`` program, the program's screen and its keys.
 
-Parsing a completion is the sandbox's job (``sandbox.extract_candidate``: fenced or bare code,
+Parsing a completion is the sandbox's job (``selfdev.extract_candidate``: fenced or bare code,
 the first block that defines a parseable ``merge_models``, everything else ignored); this module
 wraps it with the helpers the factories and their measurements need:
 
@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import warnings
-from typing import Any
 
 import selfdev
-from selfdev import hookimpl
 
 KNOWN_GLOBALS = {"torch", "math", "task_vectors", "base", "name", "merge_models"}
 
@@ -91,66 +88,3 @@ def program_keys(code: str) -> tuple[str, str] | None:
         dumped = ast.dump(t, annotate_fields=False, include_attributes=False)
         out.append(hashlib.blake2b(dumped.encode(), digest_size=12).hexdigest())
     return out[0], out[1]
-
-
-# --------------------------------------------------------------------------------------------
-# selfdev prompt DOMAIN
-
-
-def _parse_value(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
-
-
-def _command() -> Any:
-    import click
-
-    @click.command(name="prompt")
-    @click.argument("domain")
-    @click.option("--option", "-o", "options", multiple=True, metavar="KEY=VALUE",
-                  help="A domain option (repeatable); VALUE is parsed as JSON when it can be.")
-    @click.option("--generator", default=None,
-                  help="Also show what this factory is conditioned on (tiny, hf, ...).")
-    @click.option("--generator-option", "-g", "generator_options", multiple=True,
-                  metavar="KEY=VALUE", help="An option of --generator (repeatable).")
-    @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-    def prompt(domain: str, options: tuple[str, ...], generator: str | None,
-               generator_options: tuple[str, ...], as_json: bool) -> None:
-        """Show the paper-style factory prompt of DOMAIN (task description, the candidate
-        signature, one worked example, constraints)."""
-        from selfdev import Context, NullProgress, parse_kv, selfdev_home
-        from selfdev import get_registry
-
-        registry = get_registry()
-        home = selfdev_home()
-        ctx = Context(run_id="prompt", seed=0, home=home, artifacts=home / "artifacts" / "prompt",
-                      progress=NullProgress())
-        dom_opts = {k: _parse_value(v) for k, v in parse_kv(options).items()}
-        dom = registry.get("domain", domain)(ctx, **dom_opts)
-        try:
-            text = dom.prompt()
-        finally:
-            dom.close()
-        out: dict[str, Any] = {"domain": domain, "prompt": text}
-        if generator:
-            gen_opts = {k: _parse_value(v) for k, v in parse_kv(generator_options).items()}
-            gen = registry.get("generator", generator)(ctx, **gen_opts)
-            fmt = getattr(gen, "format_prompt", None)
-            out["generator"] = generator
-            out["factory_context"] = fmt(text) if fmt else text
-        if as_json:
-            click.echo(json.dumps(out, indent=2, sort_keys=True))
-            return
-        click.echo(text, nl=not text.endswith("\n"))
-        if generator:
-            click.echo(f"\n--- what the {generator!r} factory is conditioned on "
-                       f"(repr) ---\n{out['factory_context']!r}")
-
-    return prompt
-
-
-@hookimpl
-def register_commands(cli):
-    cli.add_command(_command())

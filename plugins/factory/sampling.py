@@ -1,0 +1,192 @@
+"""Sampling from a local factory checkpoint with transformers.
+
+Batched ``generate`` with a KV cache, where every completion has its own random stream
+(Gumbel-max noise drawn from a ``torch.Generator`` seeded with
+``derive_seed(seed, prompt_index, i)``), so completion ``i`` depends on (seed, i, checkpoint,
+temperature) and not on which other completions share its batch.
+
+torch and transformers are imported inside the functions that need them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import selfdev
+from selfdev import Completion, derive_seed
+from selfdev.plugins.factory.checkpoints import (LoadedFactory, check_checkpoint, checkpoint_stamp,
+                                                 load_factory, pick_device)
+from selfdev.plugins.factory.prompts import PromptFormat, prompt_format
+from selfdev.plugins.factory.threads import resolve_threads
+
+
+def _gumbel_processor(generators: list[Any], temperature: float, top_p: float, top_k: int) -> Any:
+    """A logits processor that turns greedy decoding into per-row sampling.
+
+    Row ``r`` adds Gumbel noise drawn from its own generator to ``logits / T`` (after top-k /
+    top-p filtering); the argmax of that is a sample from the filtered softmax. Each row draws
+    exactly one noise vector per step, so its stream never depends on the other rows.
+    """
+    import torch
+    from transformers import LogitsProcessor
+
+    class PerRowGumbel(LogitsProcessor):
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            scores = scores.float()
+            if temperature <= 0:
+                return scores
+            scores = scores / temperature
+            if top_k and top_k < scores.shape[-1]:
+                kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+                scores = scores.masked_fill(scores < kth, float("-inf"))
+            if 0 < top_p < 1:
+                sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+                cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
+                drop = cum - torch.softmax(sorted_scores, dim=-1) >= top_p
+                drop[..., 0] = False
+                scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+            noise = torch.stack([
+                torch.rand(scores.shape[-1], generator=g).clamp_(1e-10, 1.0 - 1e-7)
+                for g in generators])
+            return scores - torch.log(-torch.log(noise)).to(scores.device)
+
+    return PerRowGumbel()
+
+
+@dataclass
+class SampleSpec:
+    max_new_tokens: int = 512
+    top_p: float = 1.0
+    top_k: int = 0
+    batch_size: int = 32
+    cache_implementation: str | None = None
+    stop_strings: list[str] = field(default_factory=list)
+
+
+def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temperature: float,
+           seed: int, spec: SampleSpec, *, progress: Any = None) -> list[tuple[int, str, dict]]:
+    """``n`` completions for each context (token ids): ``[(prompt_index, text, meta)]``.
+
+    Rows are batched in order (prompt 0's n completions, then prompt 1's); each row's random
+    stream is seeded with ``derive_seed(seed, prompt_index, i)``.
+    """
+    import torch
+    from transformers import GenerationConfig
+
+    rows = [(p, i) for p in range(len(contexts)) for i in range(n)]
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    out: list[tuple[int, str, dict]] = []
+    task = progress.task("factory: sampling", total=len(rows)) if progress else None
+    try:
+        for start in range(0, len(rows), max(1, spec.batch_size)):
+            batch = rows[start:start + spec.batch_size]
+            ctx = [contexts[p] for p, _ in batch]
+            width = max(len(c) for c in ctx)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, c in enumerate(ctx):  # left padding
+                ids[r, width - len(c):] = torch.tensor(c, dtype=torch.long)
+                mask[r, width - len(c):] = 1
+            gens = [torch.Generator().manual_seed(derive_seed(seed, p, i)) for p, i in batch]
+            config = GenerationConfig(
+                do_sample=False, num_beams=1, max_new_tokens=spec.max_new_tokens,
+                pad_token_id=pad_id, eos_token_id=eos, bos_token_id=tokenizer.bos_token_id,
+                cache_implementation=spec.cache_implementation,
+                stop_strings=spec.stop_strings or None)
+            started = time.perf_counter()
+            with torch.no_grad():
+                kwargs: dict[str, Any] = {}
+                if spec.stop_strings:
+                    kwargs["tokenizer"] = tokenizer
+                result = model.generate(
+                    input_ids=ids.to(device), attention_mask=mask.to(device),
+                    generation_config=config,
+                    logits_processor=[_gumbel_processor(gens, temperature, spec.top_p,
+                                                        spec.top_k)], **kwargs)
+            seconds = time.perf_counter() - started
+            new = result[:, width:].cpu()
+            eos_set = set(eos if isinstance(eos, list) else [eos])
+            for r, (p, i) in enumerate(batch):
+                toks = new[r].tolist()
+                finish = "length"
+                for k, t in enumerate(toks):
+                    if t in eos_set:
+                        toks, finish = toks[:k], "stop"
+                        break
+                while toks and toks[-1] == pad_id:
+                    toks.pop()
+                text = tokenizer.decode(toks, skip_special_tokens=True)
+                out.append((p, text, {"tokens": len(toks), "finish": finish,
+                                      "seed": derive_seed(seed, p, i),
+                                      "batch_seconds": round(seconds, 3)}))
+            if task:
+                task.advance(len(batch))
+    finally:
+        if task:
+            task.close()
+    return out
+
+
+class LocalModelGenerator:
+    """Mixin for generators that sample from a local checkpoint directory with transformers.
+
+    Subclasses set ``self.spec`` (SampleSpec), ``self.device``, ``self.dtype``,
+    ``self.threads``, ``self.chat_template`` and ``self.system`` and implement
+    ``initial_checkpoint()``. The loaded model is kept for the next call with the same checkpoint.
+    """
+
+    spec: SampleSpec
+    device: str = "auto"
+    dtype: str | None = None
+    threads: int | None = None
+    chat_template: str = "auto"
+    system: str = ""
+    _loaded: LoadedFactory | None = None
+    _loaded_stamp: Any = None
+
+    def load(self, checkpoint: Path | None) -> LoadedFactory:
+        path = Path(checkpoint) if checkpoint is not None else self.initial_checkpoint()  # type: ignore[attr-defined]
+        path = check_checkpoint(path, f"generator {self.name!r}")  # type: ignore[attr-defined]
+        stamp = checkpoint_stamp(path)
+        if self._loaded is None or self._loaded_stamp != stamp:
+            self._loaded = None
+            with selfdev.torch_threads(resolve_threads(self.threads)):
+                self._loaded = load_factory(path, device=pick_device(self.device),
+                                            dtype=self.dtype)
+            self._loaded_stamp = stamp
+        return self._loaded
+
+    def prompt_format(self, loaded: LoadedFactory) -> PromptFormat:
+        return prompt_format(loaded.tokenizer, loaded.manifest, self.chat_template, self.system)
+
+    def format_prompt(self, prompt: str, checkpoint: Path | None = None) -> str:
+        """The text the factory is actually conditioned on for ``prompt``."""
+        loaded = self.load(checkpoint)
+        return self.prompt_format(loaded).text(loaded.tokenizer, prompt)
+
+    def generate(self, prompts: list[str], n: int, temperature: float, seed: int,
+                 checkpoint: Path | None = None, iteration: int = 1) -> list[Any]:
+        loaded = self.load(checkpoint)
+        fmt = self.prompt_format(loaded)
+        contexts = [fmt.ids(loaded.tokenizer, p) for p in prompts]
+        progress = getattr(getattr(self, "ctx", None), "progress", None)
+        started = time.perf_counter()
+        with selfdev.torch_threads(resolve_threads(self.threads)):
+            rows = sample(loaded.model, loaded.tokenizer, contexts, n, temperature, seed,
+                          self.spec, progress=progress)
+        seconds = time.perf_counter() - started
+        tokens = sum(m["tokens"] for _, _, m in rows)
+        self.last_stats = {"completions": len(rows), "tokens": tokens,
+                           "seconds": round(seconds, 3),
+                           "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
+        return [Completion(text=text, prompt_index=p,
+                           meta={"tokens": m["tokens"], "finish": m["finish"],
+                                 "temperature": round(float(temperature), 6),
+                                 "prompt_mode": fmt.mode})
+                for p, text, m in rows]

@@ -1,0 +1,126 @@
+"""The wire format between the trusted side and the jail: the one module both sides import.
+
+Three parties speak it (docs/sandbox.md draws the picture):
+
+* the **supervisor** (trusted: ``sandbox/supervisor.py``, in the engine's process);
+* the **warm parent** (jail side: ``sandbox/jail/worker.py``; started clean, jailed, never
+  receives candidate code);
+* one **child** per candidate (jail side: forked by the warm parent, runs the candidate).
+
+No pickle, ever. Every constant that both sides must agree on lives here, and nowhere else.
+
+Control socket, supervisor <-> warm parent (``AF_UNIX``, ``SOCK_SEQPACKET``; one JSON object
+per packet, file descriptors attached as ``SCM_RIGHTS``; :func:`send` / :func:`recv`):
+
+==========================  ==================================================================
+supervisor -> parent        start-up: ``{"threads", "memory_mb", "require", "disable"}`` + [inputs]
+parent -> supervisor        ``{READY: true, "layers": {...}, "missing": [...], "pid": n}``,
+                            or ``{READY: false, "error": text}``
+parent -> supervisor        ``{SPARE: pid}`` + [the supervisor's end of that child's channel]
+parent -> supervisor        ``{EXIT: {"code": int|None, "signal": int|None}, "pid": pid}``
+supervisor -> parent        ``{"op": OP_USED}``: a spare got its candidate, fork a replacement
+supervisor -> parent        ``{"op": OP_REAP, "pid": pid}``: its exit was seen, reap it now
+==========================  ==================================================================
+
+A child's private channel (same framing), supervisor -> child, once:
+``{"op": OP_RUN, "timeout", "result_bytes", "os_only"}`` + ``RUN_FDS`` descriptors: the output
+pipe, the report pipe, the result memfd, the code memfd (a sealed memfd holding the candidate,
+marshalled by the supervisor's own compile; source text under the ``os_only`` test hook).
+
+The report pipe, child -> supervisor: one JSON object of at most ``MAX_REPORT`` bytes whose
+``"status"`` is one of ``REPORT_STATUSES``. The supervisor treats every byte of it as hostile
+(``sandbox/verdict.py`` is where it is read).
+
+The inputs memfd (sealed, supervisor -> parent): a header (:func:`encode_header`) holding the
+names, experts, one entry per tensor (``dtype`` among ``DTYPES``, shape, absolute offset) and
+the result offsets, then raw tensor bytes. The result memfd: raw bytes at those offsets.
+"""
+from __future__ import annotations
+
+import array
+import json
+import os
+import socket
+
+MAX_PACKET = 256 * 1024  # one control message
+MAX_FDS = 8  # descriptors attached to one control message
+
+POOL = 2  # idle, pre-forked children the warm parent keeps ready
+
+# the operations the supervisor asks for (the "op" field)
+OP_RUN = "run"  # to a child: run this candidate
+OP_USED = "used"  # to the parent: a spare was used, fork its replacement
+OP_REAP = "reap"  # to the parent: reap this exited child
+
+# the warm parent's notices, told apart by the key they carry
+READY = "ready"
+SPARE = "spare"
+EXIT = "exit"
+
+RUN_FDS = 4  # output pipe, report pipe, result memfd, code memfd (in this order)
+
+# the child's report
+MAX_REPORT = 1 << 20
+OK, REJECTED, ERROR, UNAVAILABLE = "ok", "rejected", "error", "unavailable"
+REPORT_STATUSES = (OK, REJECTED, ERROR, UNAVAILABLE)
+
+# tensor dtypes that cross the boundary, by their torch attribute name
+DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32", "int64",
+          "uint8", "bool", "complex64", "complex128")
+
+# the OS layers the warm parent reports (and a Sandbox may require)
+ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "seccomp", "landlock",
+              "landlock_net", "landlock_scope")
+
+_HEADER_LEN = 8  # the inputs header starts with its own length, little-endian
+
+
+def encode_header(header: dict) -> bytes:
+    """The inputs header as written at offset 0 of the inputs memfd."""
+    data = json.dumps(header).encode()
+    return len(data).to_bytes(_HEADER_LEN, "little") + data
+
+
+def decode_header(buf) -> dict:
+    """Read back :func:`encode_header`'s bytes from the start of ``buf``."""
+    n = int.from_bytes(buf[:_HEADER_LEN], "little")
+    return json.loads(bytes(buf[_HEADER_LEN:_HEADER_LEN + n]).decode())
+
+
+def send(sock: socket.socket, msg: dict, fds: list[int] = ()) -> None:
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    if len(data) > MAX_PACKET:
+        raise ValueError(f"control message too large ({len(data)} bytes)")
+    if fds:
+        sock.sendmsg([data], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))])
+    else:
+        sock.send(data)
+
+
+def recv(sock: socket.socket) -> tuple[dict | None, list[int]]:
+    """Return (message, fds); (None, []) on EOF."""
+    fds = array.array("i")
+    data, anc, flags, _ = sock.recvmsg(MAX_PACKET, socket.CMSG_SPACE(MAX_FDS * fds.itemsize))
+    for level, typ, cdata in anc:
+        if level == socket.SOL_SOCKET and typ == socket.SCM_RIGHTS:
+            fds.frombytes(cdata[: len(cdata) - (len(cdata) % fds.itemsize)])
+    if not data:
+        for fd in fds:
+            _close(fd)
+        return None, []
+    try:
+        msg = json.loads(data.decode())
+        if not isinstance(msg, dict):
+            raise ValueError("bad control message")
+    except ValueError:  # UnicodeDecodeError and JSONDecodeError included: keep no fds
+        for fd in fds:
+            _close(fd)
+        raise
+    return msg, list(fds)
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

@@ -307,8 +307,8 @@ def _toml_value(value: Any) -> str:
 
 
 def options_lines(comps: list[dict[str, Any]]) -> list[str]:
-    """``selfdev plugins --options`` as text: one block per component, then one line per option
-    (name, default, what it accepts, description)."""
+    """``selfdev plugins --options`` as text: one block per component; per option a line with
+    its name and default (as TOML) and what it accepts, then its description, indented."""
     import textwrap
 
     lines: list[str] = []
@@ -322,19 +322,20 @@ def options_lines(comps: list[dict[str, Any]]) -> list[str]:
         if not comp["options"]:
             lines.append("  (no options)")
             continue
-        rows = []
+        heads = []
         for o in comp["options"]:
             if o["required"]:
-                default = "(required)"
+                heads.append(f"{o['name']} (required)")
             elif o["default"] is None:
-                default = "(unset)"
+                heads.append(f"{o['name']} (unset)")
             else:
-                default = _toml_value(o["default"])
-            rows.append((o["name"], default, o["must_be"] or o["type"], o["description"]))
-        widths = [max(len(r[i]) for r in rows) for i in range(3)]
-        for row in rows:
-            cells = [cell.ljust(width) for cell, width in zip(row, widths)] + [row[3]]
-            lines.append(("  " + "  ".join(cells)).rstrip())
+                heads.append(f"{o['name']} = {_toml_value(o['default'])}")
+        width = min(max(len(h) for h in heads), 36)
+        for head, o in zip(heads, comp["options"]):
+            lines.append(f"  {head:<{width}}  {o['must_be'] or o['type']}".rstrip())
+            if o["description"]:
+                lines.extend(textwrap.wrap(o["description"], width=96, initial_indent="      ",
+                                           subsequent_indent="      "))
     return lines
 
 

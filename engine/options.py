@@ -117,13 +117,18 @@ def explain(kind: str, name: str, model: type[Options], raw: dict[str, Any],
     key = str(loc[0])
     field = model.model_fields.get(key)
     if err["type"] == "missing":
-        what = f" ({field.description})" if field is not None and field.description else ""
+        description = _declared(field, "description") if field is not None else None
+        what = f" ({description})" if description else ""
         return f"config: [{kind}] {name} needs {key}{what}"
     got = raw.get(key) if isinstance(raw, dict) else raw
+    if custom is None:  # a union reports each member; a validator's own words are the best
+        custom = next((c for e in errors if e["loc"][:1] == loc[:1]
+                       for c in [_custom_message(e)] if c is not None), None)
+    shown = "" if field is not None and _declared(field, "hide_value") else f"; got {got!r}"
     if custom is not None:
-        return f"config: [{kind}] {key} {custom}; got {got!r}"
+        return f"config: [{kind}] {key} {custom}{shown}"
     phrase = must_be(field) if field is not None else err["msg"].lower()
-    return f"config: [{kind}] {key} must be {phrase}; got {got!r}"
+    return f"config: [{kind}] {key} must be {phrase}{shown}"
 
 
 def _custom_message(err: dict[str, Any]) -> str | None:
@@ -150,7 +155,7 @@ def _unwrap(annotation: Any, metadata: list[Any]) -> tuple[Any, list[Any]]:
     while typing.get_origin(annotation) is typing.Annotated:
         base, *extra = typing.get_args(annotation)
         for item in extra:
-            metadata.extend(item.metadata if isinstance(item, FieldInfo) else [item])
+            metadata.extend([item, *item.metadata] if isinstance(item, FieldInfo) else [item])
         annotation = base
     if _is_union(annotation):
         members = [a for a in typing.get_args(annotation) if a is not type(None)]
@@ -231,9 +236,31 @@ def _count(bounds: dict[str, Any]) -> str:
     return f"at least {lo}" if lo is not None else f"at most {hi}"
 
 
+def _declared(field: FieldInfo, attr: str) -> Any:
+    """``description`` or a ``json_schema_extra`` key of a field, also when it is declared on
+    a reusable ``Annotated`` type inside ``Optional[...]`` (where pydantic does not lift it)."""
+    infos = [field] + [m for m in _unwrap(field.annotation, field.metadata)[1]
+                       if isinstance(m, FieldInfo)]
+    for info in infos:
+        if attr == "description":
+            value = info.description
+        else:
+            extra = info.json_schema_extra
+            value = extra.get(attr) if isinstance(extra, dict) else None
+        if value:
+            return value
+    return None
+
+
 def must_be(field: FieldInfo) -> str:
-    """What a field accepts, in words: ``a number in [0, 1]``, ``one of 'a', 'b'``, ..."""
-    return _phrase(field.annotation, field.metadata)
+    """What a field accepts, in words: ``a number in [0, 1]``, ``one of 'a', 'b'``, ...
+
+    A field whose values a validator converts (``chat_template = true`` -> ``"on"``) can say
+    it itself: ``Field(json_schema_extra={"must_be": '"auto", true or false'})``. A field that
+    a user might fill with a secret by mistake (the name of the variable holding an API key)
+    sets ``json_schema_extra={"hide_value": True}``: its errors do not repeat the value.
+    """
+    return _declared(field, "must_be") or _phrase(field.annotation, field.metadata)
 
 
 # --------------------------------------------------------------------------------------------
@@ -302,7 +329,7 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
             "bounds": _bounds(_unwrap(field.annotation, field.metadata)[1]) or None,
             "choices": _choices(field.annotation),
             "must_be": must_be(field),
-            "description": field.description or "",
+            "description": _declared(field, "description") or "",
         })
     return out
 

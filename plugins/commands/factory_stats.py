@@ -43,7 +43,8 @@ def measure(generator: TinyGenerator | Any, *, samples: int = 100, temperature: 
     stats = dict(getattr(generator, "last_stats", {}))
     if corpus is None:
         loaded = generator.load(checkpoint)
-        spec = spec_for(getattr(generator, "size", "default"), **getattr(generator, "overrides", {}))
+        spec = (generator.build_spec() if isinstance(generator, TinyGenerator)
+                else spec_for("default"))
         corpus = corpus_programs(spec) if loaded.manifest.get("factory") == "tiny" else []
     corpus_exact, corpus_shape = set(), set()
     for program in corpus:

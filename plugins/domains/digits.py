@@ -18,10 +18,12 @@ import json
 import os
 import textwrap
 import time
-from typing import Any
+from typing import Any, Union
+
+from pydantic import field_validator
 
 import selfdev
-from selfdev import ConfigError, Context, cache_dir
+from selfdev import ConfigError, Context, Field, cache_dir
 from selfdev import hookimpl
 
 from selfdev.plugins.domains.baselines import baseline_grid
@@ -73,8 +75,12 @@ Write a new, better merge_models function. Answer with one ```python code block.
 '''
 
 
-def _parse_groups(groups: str | list) -> list[list[int]]:
-    """``"012,345,6789"`` (or ``[[0,1,2], ...]``) -> ``[[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]``."""
+GROUPS_MUST_BE = "two or more disjoint groups of digit classes like '012,345,6789'"
+
+
+def parse_groups(groups: Any) -> list[list[int]]:
+    """``"012,345,6789"`` (or ``["012", ...]``, ``[[0,1,2], ...]``) -> ``[[0, 1, 2], [3, 4, 5],
+    [6, 7, 8, 9]]``; anything else raises ``ValueError``."""
     if isinstance(groups, str):
         parts = [p.strip() for p in groups.split(",") if p.strip()]
         try:
@@ -89,8 +95,7 @@ def _parse_groups(groups: str | list) -> list[list[int]]:
     flat = [c for g in out for c in g]
     if len(out) < 2 or any(not g for g in out) or len(set(flat)) != len(flat) \
             or any(not 0 <= c <= 9 for c in flat):
-        raise ConfigError(f"domain.digits.groups: expected two or more disjoint groups of digit "
-                          f"classes like '012,345,6789', got {groups!r}")
+        raise ValueError(f"must be {GROUPS_MUST_BE}")
     return out
 
 
@@ -143,26 +148,31 @@ class DigitsDomain(TensorDomain):
     name = "digits"
     default_evaluator = "accuracy"
 
-    def __init__(self, ctx: Context, *, seed: int = 0, groups: str = "012,345,6789",
-                 base_frac: float = 0.1, base_epochs: int = 2, expert_epochs: int = 10,
-                 lr: float = 1e-3, batch_size: int = 32, hidden: int = 128,
-                 threads: int = 1) -> None:
-        super().__init__(ctx)
-        self.groups = _parse_groups(groups)
-        if not 0 < float(base_frac) <= 1:
-            raise ConfigError(f"domain.digits.base_frac: expected a number in (0, 1], got {base_frac!r}")
-        for key, value in (("base_epochs", base_epochs), ("expert_epochs", expert_epochs),
-                           ("batch_size", batch_size), ("hidden", hidden), ("threads", threads)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if "epochs" in key else 1):
-                raise ConfigError(f"domain.digits.{key}: expected a non-negative integer, got {value!r}")
-        self.seed = int(seed)
-        self.base_frac = float(base_frac)
-        self.base_epochs = base_epochs
-        self.expert_epochs = expert_epochs
-        self.lr = float(lr)
-        self.batch_size = batch_size
-        self.hidden = hidden
-        self.threads = threads
+    class Options(TensorDomain.Options):
+        seed: int = Field(0, description="seed of the seed model and experts' training")
+        groups: Union[str, list[str], list[list[int]]] = Field(
+            "012,345,6789", description="the experts: disjoint groups of digit classes, one "
+                                        "expert per group",
+            json_schema_extra={"must_be": GROUPS_MUST_BE})
+        base_frac: float = Field(0.1, gt=0, le=1, description="share of the training set the "
+                                                             "seed model sees")
+        base_epochs: int = Field(2, ge=0, description="epochs of the seed model")
+        expert_epochs: int = Field(10, ge=0, description="epochs of each expert's fine-tuning")
+        lr: float = Field(1e-3, gt=0, description="Adam learning rate of the builds")
+        batch_size: int = Field(32, ge=1, description="batch size of the builds")
+        hidden: int = Field(128, ge=1, description="hidden width of the MLP")
+        threads: int = Field(1, ge=1, description="torch threads of the builds (the weights "
+                                                  "depend on it)")
+
+        @field_validator("groups")
+        @classmethod
+        def _groups(cls, value: Any) -> Any:
+            parse_groups(value)
+            return value
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        self.groups = parse_groups(self.options.groups)
         self._data: dict[str, tuple[Any, Any]] | None = None
         self._experts: dict[str, dict[str, Any]] = {}
         self._summary: dict[str, Any] | None = None
@@ -173,15 +183,15 @@ class DigitsDomain(TensorDomain):
         """Everything the built weights depend on (hashed into the cache folder name)."""
         return {
             "version": RECIPE_VERSION,
-            "seed": self.seed,
+            "seed": self.options.seed,
             "groups": ["".join(map(str, g)) for g in self.groups],
-            "base_frac": self.base_frac,
-            "base_epochs": self.base_epochs,
-            "expert_epochs": self.expert_epochs,
-            "lr": self.lr,
-            "batch_size": self.batch_size,
-            "hidden": self.hidden,
-            "threads": self.threads,  # the float reductions, hence the weights, depend on it
+            "base_frac": self.options.base_frac,
+            "base_epochs": self.options.base_epochs,
+            "expert_epochs": self.options.expert_epochs,
+            "lr": self.options.lr,
+            "batch_size": self.options.batch_size,
+            "hidden": self.options.hidden,
+            "threads": self.options.threads,  # the float reductions, so the weights, depend on it
         }
 
     def recipe_hash(self) -> str:
@@ -228,12 +238,12 @@ class DigitsDomain(TensorDomain):
         from torch import nn
 
         gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(model.parameters(), lr=self.lr)
+        opt = torch.optim.Adam(model.parameters(), lr=self.options.lr)
         model.train()
         for _ in range(epochs):
             perm = torch.randperm(len(X), generator=gen)
-            for i in range(0, len(X), self.batch_size):
-                idx = perm[i:i + self.batch_size]
+            for i in range(0, len(X), self.options.batch_size):
+                idx = perm[i:i + self.options.batch_size]
                 loss = nn.functional.cross_entropy(model(X[idx]), y[idx])
                 opt.zero_grad()
                 loss.backward()
@@ -254,18 +264,19 @@ class DigitsDomain(TensorDomain):
 
         cls = _mlp_class()
         Xtr, ytr = self.labelled_split("train")
-        with selfdev.torch_threads(self.threads), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.seed)
-            seed_model = cls(self.hidden)
-            n = max(1, int(self.base_frac * len(Xtr)))
-            self._train(seed_model, Xtr[:n], ytr[:n], self.base_epochs, self.seed + 1)
+        o = self.options
+        with selfdev.torch_threads(o.threads), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(o.seed)
+            seed_model = cls(o.hidden)
+            n = max(1, int(o.base_frac * len(Xtr)))
+            self._train(seed_model, Xtr[:n], ytr[:n], o.base_epochs, o.seed + 1)
             base = {k: v.detach().clone() for k, v in seed_model.state_dict().items()}
             experts = {}
             for i, group in enumerate(self.groups):
-                model = cls(self.hidden)
+                model = cls(o.hidden)
                 model.load_state_dict(base)
                 mask = torch.isin(ytr, torch.tensor(group))
-                self._train(model, Xtr[mask], ytr[mask], self.expert_epochs, self.seed + 10 + i)
+                self._train(model, Xtr[mask], ytr[mask], o.expert_epochs, o.seed + 10 + i)
                 experts[self._expert_name(group)] = {k: v.detach().clone()
                                                      for k, v in model.state_dict().items()}
         return base, experts
@@ -356,15 +367,16 @@ class DigitsDomain(TensorDomain):
         return _mlp_class().from_state(dict(self._experts[name]))
 
     def baselines(self):
-        return baseline_grid(self.seed)
+        return baseline_grid(self.options.seed)
 
     def prompt(self) -> str:
         self.prepare()
         groups = ", ".join(f"{name}: classes {{{', '.join(map(str, g))}}}"
                            for name, g in zip(self.task_vectors, self.groups))
         params = sum(v.numel() for v in self.base.values())
+        hidden = self.options.hidden
         setting = (
-            f"Setting: a small seed classifier (an MLP 64-{self.hidden}-{self.hidden}-10 for 8x8 "
+            f"Setting: a small seed classifier (an MLP 64-{hidden}-{hidden}-10 for 8x8 "
             f"handwritten digits, {params:,} parameters) was fine-tuned into {len(self.groups)} "
             f"experts, each on a different group of classes ({groups}). Every expert is good at "
             f"its own classes and bad at the others. For every parameter, the task vector of an "

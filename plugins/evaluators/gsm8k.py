@@ -28,9 +28,9 @@ import re
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Literal, Optional
 
-from selfdev import ConfigError, Evaluator
+from selfdev import ConfigError, Evaluator, Field
 from selfdev import hookimpl
 
 # --------------------------------------------------------------------------- extraction
@@ -307,32 +307,49 @@ class GSM8kEvaluator(Evaluator):
         "fewshot_seed": 1234, "metric": "strict", "stop": list(DEFAULT_STOPS),
     }
 
-    def __init__(self, ctx, test_file: str | None = None, dev_file: str | None = None,
-                 train_file: str | None = None, shots: int | None = None, dev_size: int | None = None,
-                 test_limit: int | None = None, split_seed: int | None = None,
-                 fewshot_seed: int | None = None, max_new_tokens: int | None = None,
-                 batch_size: int | None = None, stop: list[str] | None = None, metric: str | None = None,
-                 backend: str = "hf", device: str = "auto", dtype: str = "auto",
-                 gpu_memory_utilization: float = 0.85, keep_outputs: bool = False) -> None:
-        super().__init__(ctx)
-        self.opts = {k: v for k, v in dict(
-            test_file=test_file, dev_file=dev_file, train_file=train_file, shots=shots, dev_size=dev_size,
-            test_limit=test_limit, split_seed=split_seed, fewshot_seed=fewshot_seed,
-            max_new_tokens=max_new_tokens, batch_size=batch_size, stop=stop, metric=metric).items()
-            if v is not None}
-        if backend not in ("hf", "vllm"):
-            raise ConfigError(f"gsm8k: backend must be 'hf' or 'vllm'; got {backend!r}")
-        if metric is not None and metric not in ("strict", "flexible"):
-            raise ConfigError(f"gsm8k: metric must be 'strict' or 'flexible'; got {metric!r}")
-        if backend == "vllm":
+    class Options(Evaluator.Options):
+        """Every option left unset takes the domain's ``eval_spec()`` value, else ``DEFAULTS``."""
+
+        test_file: Optional[str] = Field(None, description="GSM8k-format jsonl scored on test "
+                                                           "(unset: $SELFDEV_GSM8K_DIR)")
+        dev_file: Optional[str] = Field(None, description="jsonl scored on dev (unset: dev_size "
+                                                          "problems carved out of test_file)")
+        train_file: Optional[str] = Field(None, description="jsonl the few-shot examples come "
+                                                            "from (unset: train.jsonl next to "
+                                                            "test_file)")
+        shots: Optional[int] = Field(None, ge=0, description="few-shot examples per prompt")
+        dev_size: Optional[int] = Field(None, ge=1, description="problems carved out of the "
+                                                                "test file for dev")
+        test_limit: Optional[int] = Field(None, ge=0, description="score only the first N test "
+                                                                  "problems (0: all)")
+        split_seed: Optional[int] = Field(None, description="seed of the dev/test carve")
+        fewshot_seed: Optional[int] = Field(None, description="seed of the few-shot choice")
+        max_new_tokens: Optional[int] = Field(None, ge=1, description="most tokens per answer")
+        batch_size: Optional[int] = Field(None, ge=1, description="problems per batch")
+        stop: Optional[list[str]] = Field(None, description="strings that end an answer")
+        metric: Optional[Literal["strict", "flexible"]] = Field(
+            None, description="answer extraction: strict (after '####') or flexible (the last "
+                              "number)")
+        backend: Literal["hf", "vllm"] = Field("hf", description="who generates the answers")
+        device: str = Field("auto", description="auto (cuda when available), cpu, cuda:0, ...")
+        dtype: str = Field("auto", description="the model's dtype for the hf backend")
+        gpu_memory_utilization: float = Field(0.85, gt=0, le=1, description="vllm backend: share "
+                                                                            "of GPU memory")
+        keep_outputs: bool = Field(False, description="keep the generated answers "
+                                                      "(last_outputs)")
+
+    #: the options merged over the domain's eval_spec() and DEFAULTS
+    SPEC_KEYS = ("test_file", "dev_file", "train_file", "shots", "dev_size", "test_limit",
+                 "split_seed", "fewshot_seed", "max_new_tokens", "batch_size", "stop", "metric")
+
+    def __init__(self, ctx, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        o = self.options
+        if o.backend == "vllm":
             ok, why = vllm_available()
             if not ok:
                 raise ConfigError(f"gsm8k: backend 'vllm' is unavailable: {why}; use backend = \"hf\"")
-        self.backend = backend
-        self.device = device
-        self.dtype = dtype
-        self.keep_outputs = keep_outputs
-        self._vllm = _VLLMRunner(gpu_memory_utilization) if backend == "vllm" else None
+        self._vllm = _VLLMRunner(o.gpu_memory_utilization) if o.backend == "vllm" else None
         self._resolved: dict[str, Any] | None = None
         self._splits: dict[str, list[dict[str, Any]]] = {}
         self._prompts: dict[str, list[str]] = {}
@@ -348,7 +365,7 @@ class GSM8kEvaluator(Evaluator):
         dom_spec = getattr(domain, "eval_spec", None)
         if callable(dom_spec):
             spec.update({k: v for k, v in (dom_spec() or {}).items() if v is not None})
-        spec.update(self.opts)
+        spec.update(self.options.model_dump(include=set(self.SPEC_KEYS), exclude_none=True))
         if not spec.get("test_file"):
             d = default_gsm8k_dir()
             if d is None:
@@ -397,7 +414,8 @@ class GSM8kEvaluator(Evaluator):
             test_index_hash=hashlib.sha256(json.dumps(test_idx).encode()).hexdigest()[:16],
             shots=int(spec["shots"]), fewshot_seed=int(spec["fewshot_seed"]),
             train_file=spec.get("train_file"), metric=spec["metric"],
-            max_new_tokens=int(spec["max_new_tokens"]), stop=list(spec["stop"]), backend=self.backend,
+            max_new_tokens=int(spec["max_new_tokens"]), stop=list(spec["stop"]),
+            backend=self.options.backend,
         )
         if info["mode"] == "carve":
             info["dev_indices"] = dev_idx
@@ -429,8 +447,8 @@ class GSM8kEvaluator(Evaluator):
 
     # ------------------------------------------------------------------ scoring
     def _device(self) -> str:
-        if self.device != "auto":
-            return self.device
+        if self.options.device != "auto":
+            return self.options.device
         try:
             import torch
 
@@ -448,7 +466,7 @@ class GSM8kEvaluator(Evaluator):
         prog = getattr(self.ctx, "progress", None)
         task = prog.task(progress_desc, total=len(prompts)) if prog is not None else None
         try:
-            if self.backend == "vllm":
+            if self.options.backend == "vllm":
                 import tempfile
 
                 if handle.overrides:
@@ -461,7 +479,7 @@ class GSM8kEvaluator(Evaluator):
                 if task:
                     task.advance(len(prompts))
                 return outs
-            torch_dtype = None if self.dtype == "auto" else self.dtype
+            torch_dtype = None if self.options.dtype == "auto" else self.options.dtype
             m, tok = handle.load(self._device(), torch_dtype)
             return hf_generate(m, tok, prompts, max_new, stops, int(spec["batch_size"]), task)
         finally:
@@ -475,7 +493,7 @@ class GSM8kEvaluator(Evaluator):
         outs = self.generate(model, self._prompts[split], f"gsm8k {split}")
         golds = [gold_answer(r["answer"]) for r in rows]
         res = score_outputs(outs, golds, spec["stop"])
-        if self.keep_outputs:
+        if self.options.keep_outputs:
             self.last_outputs = [dict(r, output=o) for r, o in zip(res["rows"], outs)]
         metrics: dict[str, float] = {
             "score": 100.0 * res[spec["metric"]],

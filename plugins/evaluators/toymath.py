@@ -15,6 +15,8 @@ from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
 
 
 class ToyMathEvaluator(GSM8kEvaluator):
+    """The gsm8k evaluator with toymath's defaults, plus the accuracy on each skill family."""
+
     name = "toymath"
     DEFAULTS = dict(GSM8kEvaluator.DEFAULTS, shots=0, max_new_tokens=40, batch_size=256, dev_size=200)
 

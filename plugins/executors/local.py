@@ -10,29 +10,29 @@ from __future__ import annotations
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from typing import Any, Callable, Iterator
 
-from selfdev import ConfigError, Context, Executor
+from selfdev import Executor, Field
 from selfdev import hookimpl
 
 
 class LocalExecutor(Executor):
+    """Candidates on this machine, ``workers`` sandbox children at a time."""
+
     name = "local"
 
-    def __init__(self, ctx: Context, workers: int = 1) -> None:
-        super().__init__(ctx)
-        if not isinstance(workers, int) or workers < 1:
-            raise ConfigError(f"config: [executor] workers must be a positive integer, got {workers!r}")
-        self.workers = workers
+    class Options(Executor.Options):
+        workers: int = Field(1, ge=1, description="candidates in flight at once (1: one after "
+                                                  "another, in log order)")
 
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
-        if self.workers == 1:
+        if self.options.workers == 1:
             for i, item in enumerate(items):
                 yield i, fn(item)
             return
-        with ThreadPoolExecutor(self.workers, thread_name_prefix="selfdev-local") as pool:
+        with ThreadPoolExecutor(self.options.workers, thread_name_prefix="selfdev-local") as pool:
             pending = {}
             queue = list(enumerate(items))
             while queue or pending:
-                while queue and len(pending) < self.workers:
+                while queue and len(pending) < self.options.workers:
                     i, item = queue.pop(0)
                     pending[pool.submit(fn, item)] = i
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)

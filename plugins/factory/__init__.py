@@ -8,9 +8,10 @@
 * ``programs``: what a completion holds (the ``merge_models`` program, its static screen, its
   normalised-AST keys for novelty);
 * ``sampling``: seeded, batch-invariant sampling from a local checkpoint;
-* ``training``: the trl set-up both optimizers use, and the DPO log-probability margin;
+* ``training``: the ``Trainer`` base of both optimizers (presets, policy set-up, trl
+  arguments), and the DPO log-probability margin;
 * ``threads``: how many torch threads factory work uses;
-* ``checks``: the constructor option checks of the components.
+* ``options``: the options they share, declared once (sampling, prompt format, the trainers').
 
 torch, transformers, trl and peft are imported inside the functions that need them.
 """

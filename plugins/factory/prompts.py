@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from selfdev import ConfigError, Context
-from selfdev.plugins.factory.checks import chat_option
+from selfdev.plugins.factory.options import chat_template_value
 
 PROMPT_MODES = ("header", "chat", "plain")
 
@@ -82,14 +82,18 @@ def prompt_format(tokenizer: Any, manifest: dict[str, Any], chat_template: str =
     return PromptFormat(mode="chat" if use_chat else "plain", system=system)
 
 
-def prompt_options(ctx: Context, chat_template: Any, system: str | None) -> tuple[str, str]:
+def prompt_options(ctx: Context, chat_template: str | None, system: str | None) -> tuple[str, str]:
     """``chat_template`` and ``system`` for training rows: the optimizer's own options, else
     the run's ``[generator]`` options (so training formats prompts as sampling did)."""
     gen = (ctx.options or {}).get("generator") or {}
     if not isinstance(gen, dict):
         gen = {}
     if chat_template is None:
-        chat_template = gen.get("chat_template", "auto")
+        try:
+            chat_template = chat_template_value(gen.get("chat_template", "auto"))
+        except ValueError as exc:
+            raise ConfigError(f"config: [generator] chat_template {exc}; "
+                              f"got {gen['chat_template']!r}") from None
     if system is None:
         system = gen.get("system", "") or ""
-    return chat_option("optimizer", chat_template), str(system)
+    return chat_template, str(system)

@@ -136,19 +136,29 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
 class LocalModelGenerator:
     """Mixin for generators that sample from a local checkpoint directory with transformers.
 
-    Subclasses set ``self.spec`` (SampleSpec), ``self.device``, ``self.dtype``,
-    ``self.threads``, ``self.chat_template`` and ``self.system`` and implement
-    ``initial_checkpoint()``. The loaded model is kept for the next call with the same checkpoint.
+    It reads the component's options (``self.options``): the sampling options ``max_new_tokens``,
+    ``top_p``, ``top_k``, ``batch_size``, ``cache_implementation`` and ``threads``, and, where
+    the generator declares them, ``device``, ``dtype``, ``chat_template``, ``system`` and
+    ``stop`` (else ``cpu``, ``auto``, ``auto``, no system turn, no stop strings). Subclasses
+    implement ``initial_checkpoint()``. The loaded model is kept for the next call with the
+    same checkpoint.
     """
 
-    spec: SampleSpec
-    device: str = "auto"
-    dtype: str | None = None
-    threads: int | None = None
-    chat_template: str = "auto"
-    system: str = ""
+    options: Any
     _loaded: LoadedFactory | None = None
     _loaded_stamp: Any = None
+
+    def _option(self, key: str, default: Any) -> Any:
+        return getattr(self.options, key, default)
+
+    @property
+    def spec(self) -> SampleSpec:
+        o = self.options
+        return SampleSpec(max_new_tokens=o.max_new_tokens, top_p=o.top_p, top_k=o.top_k,
+                          batch_size=o.batch_size,
+                          cache_implementation=None if o.cache_implementation == "dynamic"
+                          else o.cache_implementation,
+                          stop_strings=list(self._option("stop", [])))
 
     def load(self, checkpoint: Path | None) -> LoadedFactory:
         path = Path(checkpoint) if checkpoint is not None else self.initial_checkpoint()  # type: ignore[attr-defined]
@@ -156,14 +166,15 @@ class LocalModelGenerator:
         stamp = checkpoint_stamp(path)
         if self._loaded is None or self._loaded_stamp != stamp:
             self._loaded = None
-            with selfdev.torch_threads(resolve_threads(self.threads)):
-                self._loaded = load_factory(path, device=pick_device(self.device),
-                                            dtype=self.dtype)
+            with selfdev.torch_threads(resolve_threads(self.options.threads)):
+                self._loaded = load_factory(path, device=pick_device(self._option("device", "cpu")),
+                                            dtype=self._option("dtype", "auto"))
             self._loaded_stamp = stamp
         return self._loaded
 
     def prompt_format(self, loaded: LoadedFactory) -> PromptFormat:
-        return prompt_format(loaded.tokenizer, loaded.manifest, self.chat_template, self.system)
+        return prompt_format(loaded.tokenizer, loaded.manifest,
+                             self._option("chat_template", "auto"), self._option("system", ""))
 
     def format_prompt(self, prompt: str, checkpoint: Path | None = None) -> str:
         """The text the factory is actually conditioned on for ``prompt``."""
@@ -177,7 +188,7 @@ class LocalModelGenerator:
         contexts = [fmt.ids(loaded.tokenizer, p) for p in prompts]
         progress = getattr(getattr(self, "ctx", None), "progress", None)
         started = time.perf_counter()
-        with selfdev.torch_threads(resolve_threads(self.threads)):
+        with selfdev.torch_threads(resolve_threads(self.options.threads)):
             rows = sample(loaded.model, loaded.tokenizer, contexts, n, temperature, seed,
                           self.spec, progress=progress)
         seconds = time.perf_counter() - started

@@ -21,15 +21,53 @@ import math
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from selfdev import Context, Pair, derive_seed
+import selfdev
+from selfdev import Context, Optimizer, Pair, Refinement, derive_seed
 from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, initial_of,
                                                  is_adapter, load_factory, pick_device, quiet_hf,
                                                  write_manifest)
-from selfdev.plugins.factory.prompts import PromptFormat, prompt_format
+from selfdev.plugins.factory.options import TrainerOptions
+from selfdev.plugins.factory.prompts import PromptFormat, prompt_format, prompt_options
+from selfdev.plugins.factory.threads import resolve_threads
+
+
+class Trainer(Optimizer):
+    """The half of ``dpo`` and ``sft`` that is the same: options (:class:`TrainerOptions`),
+    presets, the prompt format of the training rows, torch threads and the policy set-up.
+    A subclass sets ``PRESETS`` (name -> settings dataclass), ``LARGE_PRESET`` (what ``auto``
+    picks for a factory other than the tiny one) and implements ``_refine``."""
+
+    Options = TrainerOptions
+    PRESETS: ClassVar[dict[str, Any]] = {}
+    LARGE_PRESET: ClassVar[str] = ""
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        # the prompt format follows the generator's options unless given here
+        self.chat_template, self.system = prompt_options(ctx, self.options.chat_template,
+                                                         self.options.system)
+
+    def preset_overrides(self) -> dict[str, Any]:
+        """The settings this configuration sets over its preset's."""
+        return self.options.overrides()
+
+    def settings(self, manifest: dict[str, Any]) -> tuple[str, Any]:
+        """``(preset name, settings)`` for the checkpoint described by ``manifest``."""
+        preset = self.options.preset
+        if preset == "auto":
+            preset = "tiny" if manifest.get("factory") == "tiny" else self.LARGE_PRESET
+        return preset, replace(self.PRESETS[preset], **self.preset_overrides())
+
+    def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
+        with selfdev.torch_threads(resolve_threads(self.options.threads)):
+            return self._refine(checkpoint, pairs, iteration)
+
+    def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
+        raise NotImplementedError
 
 
 @dataclass
@@ -89,18 +127,19 @@ def load_policy(checkpoint: Path, *, lora: LoraSettings | None, device: str, dty
                   loaded.manifest, lora is not None)
 
 
-def prepare_policy(optimizer: Any, checkpoint: Path, settings: Any, seed: int
+def prepare_policy(optimizer: Trainer, checkpoint: Path, settings: Any, seed: int
                    ) -> tuple[Policy, Any, str, LoraSettings | None]:
     """Seed, device, LoRA settings, the loaded policy and its prompt format: the set-up both
     optimizers do before training (inside their ``torch_threads`` block). ``settings`` has
     ``lora``, ``lora_r``, ``lora_alpha``."""
     import transformers
 
+    options = optimizer.options
     transformers.set_seed(seed % (2 ** 31))
-    device = pick_device(optimizer.device)
-    lora = LoraSettings(settings.lora_r, settings.lora_alpha, optimizer.lora_dropout,
-                        optimizer.target_modules) if settings.lora else None
-    policy = load_policy(checkpoint, lora=lora, device=device, dtype=optimizer.dtype,
+    device = pick_device(options.device)
+    lora = LoraSettings(settings.lora_r, settings.lora_alpha, options.lora_dropout,
+                        options.target_modules) if settings.lora else None
+    policy = load_policy(checkpoint, lora=lora, device=device, dtype=options.dtype,
                          who=f"optimizer {optimizer.name!r}")
     fmt = prompt_format(policy.tokenizer, policy.manifest, optimizer.chat_template,
                            optimizer.system)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from selfdev import Completion, ConfigError, Context, Generator, derive_seed
+from selfdev import Completion, Field, Generator, derive_seed
 from selfdev import hookimpl
 
 SIGNATURE = ("def merge_models(task_vectors: dict[str, torch.Tensor], base: torch.Tensor, "
@@ -840,16 +840,9 @@ class GrammarGenerator(Generator):
 
     name = "grammar"
 
-    def __init__(self, ctx: Context, *, broken_rate: float = 0.05) -> None:
-        super().__init__(ctx)
-        try:
-            rate = float(broken_rate)
-        except (TypeError, ValueError):
-            rate = -1.0
-        if not 0.0 <= rate <= 1.0:
-            raise ConfigError(f"generator.grammar.broken_rate: expected a number in [0, 1], "
-                              f"got {broken_rate!r}")
-        self.broken_rate = rate
+    class Options(Generator.Options):
+        broken_rate: float = Field(0.05, ge=0, le=1, description="share of programs broken on "
+                                                                 "purpose (times the temperature)")
 
     def generate(self, prompts: list[str], n: int, temperature: float, seed: int,
                  checkpoint: Path | None = None, iteration: int = 1) -> list[Completion]:
@@ -861,7 +854,7 @@ class GrammarGenerator(Generator):
         for prompt_index in range(len(prompts)):
             for i in range(n):
                 rng = random.Random(derive_seed("grammar", seed, prompt_index, i))
-                text, _code, meta = sample(rng, temperature, self.broken_rate)
+                text, _code, meta = sample(rng, temperature, self.options.broken_rate)
                 out.append(Completion(text=text, prompt_index=prompt_index, meta=meta))
         return out
 

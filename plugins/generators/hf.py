@@ -21,13 +21,14 @@ forces that). The ``dpo``/``sft`` optimizers format their training rows the same
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from selfdev import ConfigError, Context, Generator
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import is_adapter, MANIFEST, write_manifest
-from selfdev.plugins.factory.checks import chat_option, check_choice, check_number
-from selfdev.plugins.factory.sampling import LocalModelGenerator, SampleSpec
+from selfdev.plugins.factory.options import (Adapter, BatchSize, CacheImplementation,
+                                             ChatTemplate, Device, Dtype, MaxNewTokens, ModelDir,
+                                             Stop, System, Threads, TopK, TopP)
+from selfdev.plugins.factory.sampling import LocalModelGenerator
 
 
 class HFGenerator(LocalModelGenerator, Generator):
@@ -35,42 +36,31 @@ class HFGenerator(LocalModelGenerator, Generator):
 
     name = "hf"
 
-    def __init__(self, ctx: Context, *, model: str = "", adapter: str = "",
-                 max_new_tokens: int = 768, top_p: float = 0.95, top_k: int = 0,
-                 batch_size: int = 8, dtype: str = "auto", device: str = "auto",
-                 chat_template: Any = "auto", system: str = "", threads: int = 0,
-                 cache_implementation: str = "dynamic", stop: list[str] | None = None) -> None:
-        Generator.__init__(self, ctx)
-        k = "generator"
-        if not model:
-            raise ConfigError("config: [generator] hf needs model = \"PATH\" (a local Hugging Face "
-                              "model directory)")
-        self.model_path = Path(model).expanduser()
+    class Options(Generator.Options):
+        model: ModelDir
+        adapter: Adapter = ""
+        max_new_tokens: MaxNewTokens = 768
+        top_p: TopP = 0.95
+        top_k: TopK = 0
+        batch_size: BatchSize = 8
+        dtype: Dtype = "auto"
+        device: Device = "auto"
+        chat_template: ChatTemplate = "auto"
+        system: System = ""
+        threads: Threads = 0
+        cache_implementation: CacheImplementation = "dynamic"
+        stop: Stop = []
+
+    def __init__(self, ctx: Context, **options) -> None:
+        super().__init__(ctx, **options)
+        self.model_path = Path(self.options.model).expanduser()
         if not (self.model_path / "config.json").is_file():
             raise ConfigError(f"config: [generator] hf model {str(self.model_path)!r} is not a "
                               f"model directory (no config.json)")
-        self.adapter = Path(adapter).expanduser() if adapter else None
+        self.adapter = Path(self.options.adapter).expanduser() if self.options.adapter else None
         if self.adapter is not None and not is_adapter(self.adapter):
             raise ConfigError(f"config: [generator] hf adapter {str(self.adapter)!r} has no "
                               f"adapter_config.json")
-        self.spec = SampleSpec(
-            max_new_tokens=check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True),
-            top_p=check_number(k, "top_p", top_p, lo=0.0, hi=1.0),
-            top_k=check_number(k, "top_k", top_k, lo=0, integer=True),
-            batch_size=check_number(k, "batch_size", batch_size, lo=1, integer=True),
-            cache_implementation=check_choice(k, "cache_implementation", cache_implementation,
-                                                 ["dynamic", "static"]),
-            stop_strings=list(stop or []))
-        if self.spec.cache_implementation == "dynamic":
-            self.spec.cache_implementation = None
-        self.dtype = None if dtype in ("auto", "", None) else dtype
-        if self.dtype not in (None, "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"):
-            raise ConfigError(f"config: [generator] dtype must be auto, float32, bfloat16 or "
-                              f"float16; got {dtype!r}")
-        self.device = device
-        self.chat_template = chat_option(k, chat_template)
-        self.system = system
-        self.threads = check_number(k, "threads", threads, lo=0, integer=True)
 
     def initial_checkpoint(self) -> Path:
         """``model`` itself; with ``adapter``, a cached view of the adapter (links to its files)

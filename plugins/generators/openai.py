@@ -38,14 +38,17 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
+from pydantic import field_validator
+
+from selfdev import Completion, ConfigError, Context, Field, Generator, SelfdevError, derive_seed
 from selfdev import hookimpl
-from selfdev.plugins.factory.checks import check_number
+from selfdev.plugins.factory.options import Stop, System, TopP
 
 log = logging.getLogger("selfdev.generators.openai")
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+HTTP_URL = re.compile(r"^https?://")
 
 
 class _Retryable(Exception):
@@ -59,46 +62,59 @@ class OpenAIGenerator(Generator):
 
     name = "openai"
 
-    def __init__(self, ctx: Context, *, model: str = "", base_url: str = "",
-                 api_key_env: str = "OPENAI_API_KEY", chat: bool = True, system: str = "",
-                 max_tokens: int = 1024, top_p: float = 1.0, n_per_request: int = 8,
-                 concurrency: int = 4, timeout: float = 120.0, max_retries: int = 6,
-                 backoff: float = 1.0, backoff_max: float = 60.0, send_seed: bool = True,
-                 stop: list[str] | None = None, extra_body: dict[str, Any] | None = None) -> None:
-        super().__init__(ctx)
-        k = "generator"
-        if not model:
-            raise ConfigError("config: [generator] openai needs model = \"NAME\" (the served model)")
-        self.model = model
-        self.base_url = (base_url or os.environ.get("SELFDEV_OPENAI_BASE_URL")
-                         or DEFAULT_BASE_URL).rstrip("/")
-        if not re.match(r"^https?://", self.base_url):
-            raise ConfigError(f"config: [generator] base_url must start with http:// or https://; "
-                              f"got {self.base_url!r}")
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env or ""):
-            raise ConfigError("config: [generator] api_key_env must be the NAME of an environment "
-                              "variable holding the key (the key itself never goes in the config)")
-        self.api_key_env = api_key_env
-        self.chat = bool(chat)
-        self.system = system
-        self.max_tokens = check_number(k, "max_tokens", max_tokens, lo=1, integer=True)
-        self.top_p = check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
-        self.n_per_request = check_number(k, "n_per_request", n_per_request, lo=1, integer=True)
-        self.concurrency = check_number(k, "concurrency", concurrency, lo=1, integer=True)
-        self.timeout = check_number(k, "timeout", timeout, lo=0.001)
-        self.max_retries = check_number(k, "max_retries", max_retries, lo=0, integer=True)
-        self.backoff = check_number(k, "backoff", backoff, lo=0.0)
-        self.backoff_max = check_number(k, "backoff_max", backoff_max, lo=0.0)
-        self.send_seed = bool(send_seed)
-        self.stop = list(stop or [])
-        self.extra_body = dict(extra_body or {})
+    class Options(Generator.Options):
+        model: str = Field(min_length=1, description="the served model's name")
+        base_url: str = Field("", description="the API's base URL (empty: "
+                                              "$SELFDEV_OPENAI_BASE_URL, else the OpenAI API)")
+        api_key_env: str = Field(
+            "OPENAI_API_KEY", description="the NAME of the environment variable holding the key "
+                                          "(unset variable: no Authorization header)",
+            json_schema_extra={"hide_value": True})
+        chat: bool = Field(True, description="use /chat/completions (false: /completions)")
+        system: System = ""
+        max_tokens: int = Field(1024, ge=1, description="most tokens per completion")
+        top_p: TopP = 1.0
+        n_per_request: int = Field(8, ge=1, description="choices asked for per request")
+        concurrency: int = Field(4, ge=1, description="requests in flight at once")
+        timeout: float = Field(120.0, ge=0.001, description="seconds per request")
+        max_retries: int = Field(6, ge=0, description="retries of 408/409/429/5xx and network "
+                                                      "errors")
+        backoff: float = Field(1.0, ge=0, description="first retry delay in seconds (doubles "
+                                                      "each attempt)")
+        backoff_max: float = Field(60.0, ge=0, description="longest retry delay in seconds")
+        send_seed: bool = Field(True, description="send a per-request seed")
+        stop: Stop = []
+        extra_body: dict[str, Any] = Field({}, description="more fields for every request body")
+
+        @field_validator("base_url")
+        @classmethod
+        def _url(cls, value: str) -> str:
+            if value and not HTTP_URL.match(value):
+                raise ValueError("must start with http:// or https://")
+            return value
+
+        @field_validator("api_key_env")
+        @classmethod
+        def _variable_name(cls, value: str) -> str:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+                raise ValueError("must be the NAME of an environment variable holding the key "
+                                 "(the key itself never goes in the config)")
+            return value
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        env_url = os.environ.get("SELFDEV_OPENAI_BASE_URL")
+        self.base_url = (self.options.base_url or env_url or DEFAULT_BASE_URL).rstrip("/")
+        if not HTTP_URL.match(self.base_url):
+            raise ConfigError(f"SELFDEV_OPENAI_BASE_URL must start with http:// or https://; "
+                              f"got {env_url!r}")
         self.requests_sent = 0
         self.retries = 0
 
     # ---- HTTP ------------------------------------------------------------------------------
 
     def _key(self) -> str | None:
-        return os.environ.get(self.api_key_env) or None
+        return os.environ.get(self.options.api_key_env) or None
 
     def _scrub(self, text: str) -> str:
         key = self._key()
@@ -107,7 +123,7 @@ class OpenAIGenerator(Generator):
         return text[:300]
 
     def _post(self, body: dict[str, Any]) -> dict[str, Any]:
-        endpoint = "/chat/completions" if self.chat else "/completions"
+        endpoint = "/chat/completions" if self.options.chat else "/completions"
         headers = {"Content-Type": "application/json", "Accept": "application/json",
                    "User-Agent": "selfdev"}
         key = self._key()
@@ -117,14 +133,14 @@ class OpenAIGenerator(Generator):
                                      headers=headers, method="POST")
         self.requests_sent += 1
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.options.timeout) as resp:
                 raw = resp.read()
         except urllib.error.HTTPError as exc:
             detail = self._error_detail(exc)
             where = f"POST {self.base_url}{endpoint} returned {exc.code}"
             if exc.code in RETRY_STATUS:
                 raise _Retryable(f"{where}: {detail}", _retry_after(exc.headers)) from None
-            hint = (f" (is ${self.api_key_env} set to a valid key?)"
+            hint = (f" (is ${self.options.api_key_env} set to a valid key?)"
                     if exc.code in (401, 403) else "")
             raise SelfdevError(f"openai generator: {where}: {detail}{hint}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
@@ -152,36 +168,37 @@ class OpenAIGenerator(Generator):
             try:
                 return self._post(body)
             except _Retryable as exc:
-                if attempt >= self.max_retries:
+                if attempt >= self.options.max_retries:
                     raise SelfdevError(f"openai generator: giving up after {attempt + 1} "
                                        f"attempts: {exc}") from None
-                delay = min(self.backoff_max, self.backoff * (2 ** attempt))
+                delay = min(self.options.backoff_max, self.options.backoff * (2 ** attempt))
                 delay = delay * (0.5 + rng.random() / 2)
                 if exc.retry_after is not None:
-                    delay = min(self.backoff_max, max(delay, exc.retry_after))
+                    delay = min(self.options.backoff_max, max(delay, exc.retry_after))
                 attempt += 1
                 self.retries += 1
                 log.warning("openai generator: %s; retry %d/%d in %.1f s", exc, attempt,
-                            self.max_retries, delay)
+                            self.options.max_retries, delay)
                 time.sleep(delay)
 
     # ---- sampling --------------------------------------------------------------------------
 
     def _body(self, prompt: str, n: int, temperature: float, seed: int | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": self.model, "n": n, "temperature": float(temperature),
-                                "max_tokens": self.max_tokens}
-        if self.top_p < 1.0:
-            body["top_p"] = self.top_p
-        if self.stop:
-            body["stop"] = self.stop
+        o = self.options
+        body: dict[str, Any] = {"model": o.model, "n": n, "temperature": float(temperature),
+                                "max_tokens": o.max_tokens}
+        if o.top_p < 1.0:
+            body["top_p"] = o.top_p
+        if o.stop:
+            body["stop"] = list(o.stop)
         if seed is not None:
             body["seed"] = seed
-        if self.chat:
-            messages = [{"role": "system", "content": self.system}] if self.system else []
+        if o.chat:
+            messages = [{"role": "system", "content": o.system}] if o.system else []
             body["messages"] = messages + [{"role": "user", "content": prompt}]
         else:
             body["prompt"] = prompt
-        body.update(self.extra_body)
+        body.update(o.extra_body)
         return body
 
     def _request_chunk(self, prompt: str, count: int, temperature: float, seed: int,
@@ -192,18 +209,19 @@ class OpenAIGenerator(Generator):
         while len(out) < count:
             want = count - len(out)
             req_seed = (derive_seed(seed, prompt_index, chunk, round_) % (2 ** 31)
-                        if self.send_seed else None)
+                        if self.options.send_seed else None)
             data = self._call(self._body(prompt, want, temperature, req_seed), rng)
             choices = sorted(data.get("choices") or [], key=lambda c: c.get("index", 0))
             if not choices:
                 raise SelfdevError(f"openai generator: {self.base_url} answered with no choices")
             usage = data.get("usage") or {}
             for c in choices[:want]:
-                if self.chat:
+                if self.options.chat:
                     text = ((c.get("message") or {}).get("content")) or ""
                 else:
                     text = c.get("text") or ""
-                meta = {"finish": c.get("finish_reason"), "model": data.get("model", self.model),
+                meta = {"finish": c.get("finish_reason"),
+                        "model": data.get("model", self.options.model),
                         "request": f"{prompt_index}.{chunk}.{round_}",
                         "temperature": round(float(temperature), 6)}
                 if usage.get("completion_tokens") is not None:
@@ -218,11 +236,11 @@ class OpenAIGenerator(Generator):
         refined by selfdev: use ``optimizer = "none"``)."""
         jobs = []
         for p, prompt in enumerate(prompts):
-            for chunk, start in enumerate(range(0, n, self.n_per_request)):
-                jobs.append((p, chunk, min(self.n_per_request, n - start), prompt))
+            for chunk, start in enumerate(range(0, n, self.options.n_per_request)):
+                jobs.append((p, chunk, min(self.options.n_per_request, n - start), prompt))
         task = self.ctx.progress.task("factory: requests", total=len(jobs))
         try:
-            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            with ThreadPoolExecutor(max_workers=self.options.concurrency) as pool:
                 futures = [pool.submit(self._request_chunk, prompt, count, temperature, seed, p,
                                        chunk) for p, chunk, count, prompt in jobs]
                 results = []

@@ -3,20 +3,24 @@ re-executed (new sandbox, new evaluator, new seed for the baselines) with no mod
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from selfdev import Completion, ConfigError, Context, Generator
+from selfdev import Completion, ConfigError, Context, Field, Generator
 from selfdev import hookimpl
 
 
 class ReplayGenerator(Generator):
+    """Re-issues the completions recorded in an earlier run (no model at all)."""
+
     name = "replay"
 
-    def __init__(self, ctx: Context, run: str = "", db: str = "") -> None:
-        super().__init__(ctx)
-        if not run:
-            raise ConfigError("config: [generator] replay needs run = \"RUN_ID\" (the run to replay)")
-        self.run = run
-        self.db = Path(db).expanduser() if db else ctx.db
+    class Options(Generator.Options):
+        run: str = Field(min_length=1, description="the run whose completions are replayed")
+        db: str = Field("", description="the database holding it (empty: this run's)")
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        self.db = Path(self.options.db).expanduser() if self.options.db else ctx.db
         if self.db is None:
             raise ConfigError("config: [generator] replay needs db = \"PATH\" for an in-memory run")
 
@@ -24,13 +28,13 @@ class ReplayGenerator(Generator):
         from selfdev import EventStore
 
         with EventStore(self.db, readonly=True) as store:
-            if self.run not in store.run_ids():
-                raise ConfigError(f"config: [generator] replay: no run {self.run!r} in {self.db}")
-            recorded = [e for e in store.iter_events(run_id=self.run, types=["candidate.generated"])
+            if self.options.run not in store.run_ids():
+                raise ConfigError(f"config: [generator] replay: no run {self.options.run!r} in {self.db}")
+            recorded = [e for e in store.iter_events(run_id=self.options.run, types=["candidate.generated"])
                         if e.payload["iteration"] == iteration]
             recorded.sort(key=lambda e: e.payload["index"])
             return [Completion(store.get_text(e.payload["completion"]),
-                               meta={"replayed_from": self.run, "candidate_id": e.payload["candidate_id"]})
+                               meta={"replayed_from": self.options.run, "candidate_id": e.payload["candidate_id"]})
                     for e in recorded[:n]]
 
 

@@ -33,14 +33,15 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Optional
 
 import selfdev
-from selfdev import ConfigError, Context, Generator, SelfdevError, cache_lock, derive_seed
+from selfdev import Context, Field, Generator, SelfdevError, cache_lock, derive_seed
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import MANIFEST, quiet_hf, write_manifest
-from selfdev.plugins.factory.checks import check_choice, check_number
-from selfdev.plugins.factory.sampling import LocalModelGenerator, SampleSpec
+from selfdev.plugins.factory.options import (BatchSize, CacheImplementation, MaxNewTokens,
+                                             Threads, TopK, TopP)
+from selfdev.plugins.factory.sampling import LocalModelGenerator
 from selfdev.plugins.factory.threads import resolve_threads
 from selfdev.plugins.generators import grammar
 
@@ -82,9 +83,7 @@ SIZES: dict[str, TinySpec] = {
 
 
 def spec_for(size: str, **overrides: Any) -> TinySpec:
-    if size not in SIZES:
-        raise ConfigError(f"config: [generator] tiny size must be one of "
-                          f"{', '.join(repr(s) for s in SIZES)}; got {size!r}")
+    """The recipe of size ``size`` (a key of ``SIZES``) with the overrides that are set."""
     clean = {k: v for k, v in overrides.items() if v is not None}
     return replace(SIZES[size], **clean)
 
@@ -353,37 +352,36 @@ class TinyGenerator(LocalModelGenerator, Generator):
 
     name = "tiny"
 
-    def __init__(self, ctx: Context, *, size: str = "default", steps: int | None = None,
-                 corpus_size: int | None = None, max_new_tokens: int = 400, top_p: float = 1.0,
-                 top_k: int = 0, batch_size: int = 50, threads: int = 0,
-                 cache_implementation: str = "dynamic") -> None:
-        Generator.__init__(self, ctx)
-        kind = "generator"
-        spec_for(size)
-        self.size = size
-        self.overrides = {
-            "steps": None if steps is None else check_number(kind, "steps", steps, lo=1, integer=True),
-            "corpus_size": None if corpus_size is None else check_number(
-                kind, "corpus_size", corpus_size, lo=16, integer=True),
-        }
-        self.spec = SampleSpec(
-            max_new_tokens=check_number(kind, "max_new_tokens", max_new_tokens, lo=1, integer=True),
-            top_p=check_number(kind, "top_p", top_p, lo=0.0, hi=1.0),
-            top_k=check_number(kind, "top_k", top_k, lo=0, integer=True),
-            batch_size=check_number(kind, "batch_size", batch_size, lo=1, integer=True),
-            cache_implementation=check_choice(kind, "cache_implementation",
-                                                 cache_implementation or None,
-                                                 [None, "static", "dynamic"]))
-        if self.spec.cache_implementation == "dynamic":
-            self.spec.cache_implementation = None
-        self.threads = check_number(kind, "threads", threads, lo=0, integer=True)
-        self.device = "cpu"
+    class Options(Generator.Options):
+        size: Literal[tuple(SIZES)] = Field(  # type: ignore[valid-type]
+            "default", description="the build recipe: default, or test (builds in about 30 s)")
+        steps: Optional[int] = Field(None, ge=1, description="training steps of the build "
+                                                             "(unset: the size's)")
+        corpus_size: Optional[int] = Field(None, ge=16, description="programs in the training "
+                                                                    "corpus (unset: the size's)")
+        max_new_tokens: MaxNewTokens = 400
+        top_p: TopP = 1.0
+        top_k: TopK = 0
+        batch_size: BatchSize = 50
+        threads: Threads = 0
+        cache_implementation: CacheImplementation = "dynamic"
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
         self._initial: Path | None = None
+
+    def build_spec(self) -> TinySpec:
+        """The recipe of the factory this generator samples from."""
+        return spec_for(self.options.size, **self._build_overrides())
+
+    def _build_overrides(self) -> dict[str, Any]:
+        return {"steps": self.options.steps, "corpus_size": self.options.corpus_size}
 
     def initial_checkpoint(self) -> Path:
         if self._initial is None:
-            self._initial = ensure_factory(self.ctx.home, self.size, threads=self.threads,
-                                           progress=self.ctx.progress, **self.overrides)
+            self._initial = ensure_factory(self.ctx.home, self.options.size,
+                                           threads=self.options.threads,
+                                           progress=self.ctx.progress, **self._build_overrides())
         return self._initial
 
 

@@ -26,11 +26,12 @@ import importlib.util
 from pathlib import Path
 from typing import Any
 
-from selfdev import Completion, ConfigError, Context, Generator, SelfdevError, derive_seed
+from selfdev import Completion, Context, Field, Generator, SelfdevError, derive_seed
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, is_adapter,
                                                  load_tokenizer, read_manifest)
-from selfdev.plugins.factory.checks import chat_option, check_number
+from selfdev.plugins.factory.options import (Adapter, ChatTemplate, MaxNewTokens, ModelDir, Stop,
+                                             System, TopK, TopP)
 from selfdev.plugins.factory.prompts import prompt_format
 
 MISSING = ("the vllm generator needs vLLM, which is not installed here (it needs a CUDA GPU): "
@@ -46,35 +47,30 @@ class VLLMGenerator(Generator):
 
     name = "vllm"
 
-    def __init__(self, ctx: Context, *, model: str = "", adapter: str = "",
-                 max_new_tokens: int = 768, top_p: float = 0.95, top_k: int = 0,
-                 dtype: str = "auto", gpu_memory_utilization: float = 0.85,
-                 max_model_len: int = 4096, max_lora_rank: int = 256,
-                 tensor_parallel_size: int = 1, enforce_eager: bool = False,
-                 chat_template: Any = "auto", system: str = "", stop: list[str] | None = None) -> None:
-        super().__init__(ctx)
+    class Options(Generator.Options):
+        model: ModelDir
+        adapter: Adapter = ""
+        max_new_tokens: MaxNewTokens = 768
+        top_p: TopP = 0.95
+        top_k: TopK = 0
+        dtype: str = Field("auto", description="vLLM's dtype: auto, bfloat16, float16, ...")
+        gpu_memory_utilization: float = Field(0.85, ge=0.05, le=1,
+                                              description="share of GPU memory vLLM may take")
+        max_model_len: int = Field(4096, ge=16, description="context length (prompt + "
+                                                            "completion) vLLM serves")
+        max_lora_rank: int = Field(256, ge=1, description="largest LoRA rank vLLM accepts")
+        tensor_parallel_size: int = Field(1, ge=1, description="GPUs the model is split over")
+        enforce_eager: bool = Field(False, description="no CUDA graphs (less memory, slower)")
+        chat_template: ChatTemplate = "auto"
+        system: System = ""
+        stop: Stop = []
+
+    def __init__(self, ctx: Context, **options: Any) -> None:
+        super().__init__(ctx, **options)
         if not vllm_available():
             raise SelfdevError(MISSING)
-        k = "generator"
-        if not model:
-            raise ConfigError("config: [generator] vllm needs model = \"PATH\" (a local Hugging Face "
-                              "model directory)")
-        self.model_path = Path(model).expanduser()
-        self.adapter = Path(adapter).expanduser() if adapter else None
-        self.max_new_tokens = check_number(k, "max_new_tokens", max_new_tokens, lo=1, integer=True)
-        self.top_p = check_number(k, "top_p", top_p, lo=0.0, hi=1.0)
-        self.top_k = check_number(k, "top_k", top_k, lo=0, integer=True)
-        self.dtype = dtype
-        self.gpu_memory_utilization = check_number(k, "gpu_memory_utilization",
-                                                      gpu_memory_utilization, lo=0.05, hi=1.0)
-        self.max_model_len = check_number(k, "max_model_len", max_model_len, lo=16, integer=True)
-        self.max_lora_rank = check_number(k, "max_lora_rank", max_lora_rank, lo=1, integer=True)
-        self.tensor_parallel_size = check_number(k, "tensor_parallel_size", tensor_parallel_size,
-                                                    lo=1, integer=True)
-        self.enforce_eager = bool(enforce_eager)
-        self.chat_template = chat_option(k, chat_template)
-        self.system = system
-        self.stop = list(stop or [])
+        self.model_path = Path(self.options.model).expanduser()
+        self.adapter = Path(self.options.adapter).expanduser() if self.options.adapter else None
         self._engine: Any = None
         self._engine_model: Path | None = None
         self._tokenizer: Any = None
@@ -108,11 +104,12 @@ class VLLMGenerator(Generator):
                 torch.cuda.empty_cache()
             except Exception:  # noqa: BLE001 - best effort
                 pass
-        self._engine = LLM(model=str(model_dir), dtype=self.dtype, enable_lora=True,
-                           max_lora_rank=self.max_lora_rank, max_model_len=self.max_model_len,
-                           gpu_memory_utilization=self.gpu_memory_utilization,
-                           tensor_parallel_size=self.tensor_parallel_size,
-                           enforce_eager=self.enforce_eager, seed=self.ctx.seed)
+        o = self.options
+        self._engine = LLM(model=str(model_dir), dtype=o.dtype, enable_lora=True,
+                           max_lora_rank=o.max_lora_rank, max_model_len=o.max_model_len,
+                           gpu_memory_utilization=o.gpu_memory_utilization,
+                           tensor_parallel_size=o.tensor_parallel_size,
+                           enforce_eager=o.enforce_eager, seed=self.ctx.seed)
         self._engine_model = model_dir
         self._tokenizer = load_tokenizer(model_dir)
         return self._engine
@@ -138,17 +135,17 @@ class VLLMGenerator(Generator):
             lora = self._lora_request(path)
         else:
             engine = self._ensure_engine(path)
-        fmt = prompt_format(self._tokenizer, read_manifest(path), self.chat_template,
-                               self.system)
+        o = self.options
+        fmt = prompt_format(self._tokenizer, read_manifest(path), o.chat_template, o.system)
         contexts = [fmt.ids(self._tokenizer, p) for p in prompts]
         requests, params = [], []
         for p, ids in enumerate(contexts):
             for i in range(n):
                 requests.append({"prompt_token_ids": ids})
                 params.append(SamplingParams(
-                    n=1, temperature=float(temperature), top_p=self.top_p or 1.0,
-                    top_k=self.top_k if self.top_k > 0 else -1, max_tokens=self.max_new_tokens,
-                    seed=derive_seed(seed, p, i) % (2 ** 31), stop=self.stop or None))
+                    n=1, temperature=float(temperature), top_p=o.top_p or 1.0,
+                    top_k=o.top_k if o.top_k > 0 else -1, max_tokens=o.max_new_tokens,
+                    seed=derive_seed(seed, p, i) % (2 ** 31), stop=list(o.stop) or None))
         outputs = engine.generate(requests, params, lora_request=lora, use_tqdm=False)
         completions = []
         for k, out in enumerate(outputs):

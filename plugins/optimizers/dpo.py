@@ -29,22 +29,21 @@ being refined (iterative DPO), ``"initial"`` the first factory (the paper does n
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-import selfdev
-from selfdev import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
+from pydantic import model_validator
+
+from selfdev import Field, Pair, Refinement, derive_seed
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import (check_checkpoint, load_factory, quiet_hf,
                                                  read_manifest)
-from selfdev.plugins.factory.checks import check_choice, check_number, check_reference
-from selfdev.plugins.factory.prompts import prompt_options
-from selfdev.plugins.factory.threads import resolve_threads
+from selfdev.plugins.factory.options import TrainerOptions
 from selfdev.plugins.factory.training import (LoraSettings, new_checkpoint_dir, Policy,
                                               prepare_policy, record_margin, save_checkpoint,
-                                              silence, summarise, timer, training_arguments,
-                                              unique_pairs, Workdir)
+                                              silence, summarise, timer, Trainer,
+                                              training_arguments, unique_pairs, Workdir)
 
 
 @dataclass(frozen=True)
@@ -73,84 +72,67 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust", "bco_pair", "sppo_hard", "nca
               "sigmoid_norm", "sft")
 
 
-class DPOOptimizer(Optimizer):
+LossType = Literal[LOSS_TYPES]  # type: ignore[valid-type]
+
+
+class DPOOptions(TrainerOptions):
+    """The shared trainer options plus DPO's own."""
+
+    preset: Literal[("auto", *PRESETS)] = Field(  # type: ignore[valid-type]
+        "auto", description="auto (tiny for the tiny factory, else paper), tiny or paper")
+    beta: Optional[float] = Field(None, ge=0, description="DPO beta: how far the policy may "
+                                                          "move from the reference (preset)")
+    reference: Literal["current", "initial"] = Field(
+        "current", description="the reference model: current (the factory being refined) or "
+                               "initial (the first factory)")
+    loss_type: Union[LossType, Annotated[list[LossType], Field(min_length=1)], None] = Field(
+        None, description="trl's loss, or a list of losses summed (preset)",
+        json_schema_extra={"must_be": f"one of {', '.join(LOSS_TYPES)}, or a list of them"})
+    loss_weights: Optional[list[Annotated[float, Field(ge=0)]]] = Field(
+        None, description="one weight per loss_type")
+    max_pairs: int = Field(0, ge=0, description="most pairs trained on (a seeded subsample; "
+                                                "0 = all)")
+
+    PRESET_KEYS: ClassVar[tuple[str, ...]] = (*TrainerOptions.PRESET_KEYS, "beta")
+
+    @model_validator(mode="after")
+    def _one_weight_per_loss(self) -> "DPOOptions":
+        types = self.loss_types()
+        if self.loss_weights is not None and (types is None
+                                              or len(self.loss_weights) != len(types)):
+            raise ValueError("loss_weights needs one number per loss_type")
+        return self
+
+    def loss_types(self) -> list[str] | None:
+        if self.loss_type is None:
+            return None
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+
+class DPOOptimizer(Trainer):
     """DPO on the preference pairs with trl (optional LoRA through peft)."""
 
     name = "dpo"
+    Options = DPOOptions
+    PRESETS = PRESETS
+    LARGE_PRESET = "paper"
 
-    def __init__(self, ctx: Context, *, preset: str = "auto", learning_rate: float | None = None,
-                 beta: float | None = None, epochs: float | None = None,
-                 batch_size: int | None = None, grad_accum: int = 1, lora: bool | None = None,
-                 lora_r: int | None = None, lora_alpha: int | None = None,
-                 lora_dropout: float = 0.0, target_modules: Any = "all-linear",
-                 reference: str = "current", loss_type: Any = None,
-                 loss_weights: list[float] | None = None,
-                 max_length: int | None = None, max_pairs: int = 0, device: str = "auto",
-                 dtype: str = "auto", threads: int = 0, chat_template: Any = None,
-                 system: str | None = None, measure_margin: bool = True) -> None:
-        super().__init__(ctx)
-        k = "optimizer"
-        self.preset = check_choice(k, "preset", preset, ["auto", *PRESETS])
-        num = check_number
-        self.overrides = {
-            "learning_rate": None if learning_rate is None else num(k, "learning_rate", learning_rate, lo=0.0),
-            "beta": None if beta is None else num(k, "beta", beta, lo=0.0),
-            "epochs": None if epochs is None else num(k, "epochs", epochs, lo=0.0),
-            "batch_size": None if batch_size is None else num(k, "batch_size", batch_size, lo=1, integer=True),
-            "lora": None if lora is None else bool(lora),
-            "lora_r": None if lora_r is None else num(k, "lora_r", lora_r, lo=1, integer=True),
-            "lora_alpha": None if lora_alpha is None else num(k, "lora_alpha", lora_alpha, lo=1, integer=True),
-            "max_length": None if max_length is None else num(k, "max_length", max_length, lo=8, integer=True),
-        }
-        self.grad_accum = num(k, "grad_accum", grad_accum, lo=1, integer=True)
-        self.lora_dropout = num(k, "lora_dropout", lora_dropout, lo=0.0, hi=1.0)
-        if not isinstance(target_modules, (str, list)):
-            raise ConfigError("config: [optimizer] target_modules must be \"all-linear\" or a list of "
-                              "module names")
-        self.target_modules = target_modules
-        self.reference = check_reference(k, reference)
-        types = [loss_type] if isinstance(loss_type, str) else loss_type
+    def preset_overrides(self) -> dict[str, Any]:
+        chosen = super().preset_overrides()
+        types = self.options.loss_types()
         if types is not None:
-            if not isinstance(types, list) or not types:
-                raise ConfigError("config: [optimizer] loss_type must be a name or a list of names")
-            for t in types:
-                check_choice(k, "loss_type", t, LOSS_TYPES)
-        self.loss_types = types
-        if loss_weights is not None:
-            if (not isinstance(loss_weights, list) or types is None
-                    or len(loss_weights) != len(types)):
-                raise ConfigError("config: [optimizer] loss_weights needs one number per loss_type")
-            loss_weights = [check_number(k, "loss_weights", w, lo=0.0) for w in loss_weights]
-        self.loss_weights = loss_weights
-        self.max_pairs = num(k, "max_pairs", max_pairs, lo=0, integer=True)
-        self.device = device
-        self.dtype = None if dtype in ("auto", "", None) else dtype
-        self.threads = num(k, "threads", threads, lo=0, integer=True)
-        # the prompt format follows the generator's options unless given here
-        self.chat_template, self.system = prompt_options(ctx, chat_template, system)
-        self.measure_margin = bool(measure_margin)
-
-    def settings(self, manifest: dict[str, Any]) -> tuple[str, DPOSettings]:
-        preset = self.preset
-        if preset == "auto":
-            preset = "tiny" if manifest.get("factory") == "tiny" else "paper"
-        chosen = {k: v for k, v in self.overrides.items() if v is not None}
-        if self.loss_types is not None:
-            chosen["loss_type"] = tuple(self.loss_types)
-            chosen["loss_weights"] = tuple(self.loss_weights) if self.loss_weights else None
-        return preset, replace(PRESETS[preset], **chosen)
+            chosen["loss_type"] = tuple(types)
+            weights = self.options.loss_weights
+            chosen["loss_weights"] = tuple(weights) if weights else None
+        return chosen
 
     # ----------------------------------------------------------------------------------------
-
-    def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
-        with selfdev.torch_threads(resolve_threads(self.threads)):
-            return self._refine(checkpoint, pairs, iteration)
 
     def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
         checkpoint = check_checkpoint(checkpoint, f"optimizer {self.name!r}")
         preset, s = self.settings(read_manifest(checkpoint))
         seed = derive_seed(self.ctx.seed, self.name, iteration)
-        usable = unique_pairs(pairs, self.max_pairs, seed)
+        usable = unique_pairs(pairs, self.options.max_pairs, seed)
         if not usable:
             return Refinement(checkpoint=None, metrics={"pairs": 0, "trained": False,
                                                         "skipped": "no usable preference pairs"})
@@ -168,12 +150,12 @@ class DPOOptimizer(Optimizer):
             "unique_rejected": len({p.rejected for p in usable}),
             "preset": preset, "learning_rate": s.learning_rate, "beta": s.beta,
             "epochs": s.epochs, "batch_size": s.batch_size, "lora": s.lora,
-            "reference": self.reference, "loss_type": list(s.loss_type), "trained": True}
+            "reference": self.options.reference, "loss_type": list(s.loss_type), "trained": True}
         if s.loss_weights:
             metrics["loss_weights"] = list(s.loss_weights)
         if s.lora:
             metrics.update(lora_r=s.lora_r, lora_alpha=s.lora_alpha)
-        if self.measure_margin:
+        if self.options.measure_margin:
             record_margin(metrics, policy.model, policy, fmt, usable, "before")
 
         ref_model, peft_config = self.reference_model(policy, lora, device)
@@ -182,7 +164,7 @@ class DPOOptimizer(Optimizer):
         with Workdir() as out_dir, quiet_hf():
             args = DPOConfig(**training_arguments(
                 output_dir=out_dir, learning_rate=s.learning_rate, epochs=s.epochs,
-                batch_size=s.batch_size, grad_accum=self.grad_accum, seed=seed,
+                batch_size=s.batch_size, grad_accum=self.options.grad_accum, seed=seed,
                 max_length=s.max_length, device=device,
                 extra={"beta": s.beta, "loss_type": list(s.loss_type),
                        "loss_weights": list(s.loss_weights) if s.loss_weights else None}))
@@ -196,7 +178,7 @@ class DPOOptimizer(Optimizer):
             "rewards/chosen": "reward_chosen", "rewards/rejected": "reward_rejected"}))
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer, ref_model
-        if self.measure_margin:
+        if self.options.measure_margin:
             record_margin(metrics, model, policy, fmt, usable, "after")
         out = new_checkpoint_dir(self.ctx, self.name, iteration)
         save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,
@@ -211,23 +193,23 @@ class DPOOptimizer(Optimizer):
         default of reloading ``config._name_or_path``."""
         same_as_initial = Path(policy.source).resolve() == Path(policy.initial).resolve()
         if lora is None:
-            if self.reference == "current" or same_as_initial:
+            if self.options.reference == "current" or same_as_initial:
                 ref = copy.deepcopy(policy.model)
             else:
-                ref = load_factory(policy.initial, device=device, dtype=self.dtype).model
+                ref = load_factory(policy.initial, device=device, dtype=self.options.dtype).model
             ref.eval()
             for p in ref.parameters():
                 p.requires_grad_(False)
             return ref, None
         if policy.continued_adapter:
-            if self.reference == "current":
+            if self.options.reference == "current":
                 return None, None   # trl copies the loaded adapter into a frozen "ref" adapter
-            return load_factory(policy.initial, device=device, dtype=self.dtype).model, None
+            return load_factory(policy.initial, device=device, dtype=self.options.dtype).model, None
         # a fresh adapter on a full checkpoint: with adapters disabled the model *is* the
         # checkpoint being refined
-        if self.reference == "current" or same_as_initial:
+        if self.options.reference == "current" or same_as_initial:
             return None, lora.config()
-        return load_factory(policy.initial, device=device, dtype=self.dtype).model, lora.config()
+        return load_factory(policy.initial, device=device, dtype=self.options.dtype).model, lora.config()
 
 
 @hookimpl

@@ -9,6 +9,8 @@ from selfdev import hookimpl
 
 
 class NoneOptimizer(Optimizer):
+    """The control: records the pairs it would train on, leaves the factory as it is."""
+
     name = "none"
 
     def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:

@@ -18,19 +18,16 @@ preset     lora  r/alpha lr     epochs batch
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import selfdev
-from selfdev import ConfigError, Context, Optimizer, Pair, Refinement, derive_seed
+from selfdev import Field, Pair, Refinement, derive_seed
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import check_checkpoint, quiet_hf, read_manifest
-from selfdev.plugins.factory.checks import check_choice, check_number
-from selfdev.plugins.factory.prompts import prompt_options
-from selfdev.plugins.factory.threads import resolve_threads
+from selfdev.plugins.factory.options import TrainerOptions
 from selfdev.plugins.factory.training import (new_checkpoint_dir, prepare_policy, record_margin,
-                                              save_checkpoint, silence, summarise, timer,
+                                              save_checkpoint, silence, summarise, timer, Trainer,
                                               training_arguments, Workdir)
 
 
@@ -53,55 +50,22 @@ PRESETS: dict[str, SFTSettings] = {
 }
 
 
-class SFTOptimizer(Optimizer):
+class SFTOptions(TrainerOptions):
+    """The shared trainer options plus SFT's own."""
+
+    preset: Literal[("auto", *PRESETS)] = Field(  # type: ignore[valid-type]
+        "auto", description="auto (tiny for the tiny factory, else lora), tiny or lora")
+    max_examples: int = Field(0, ge=0, description="most chosen completions trained on (a "
+                                                   "seeded subsample; 0 = all)")
+
+
+class SFTOptimizer(Trainer):
     """Supervised fine-tuning of the factory on its best (chosen) completions."""
 
     name = "sft"
-
-    def __init__(self, ctx: Context, *, preset: str = "auto", learning_rate: float | None = None,
-                 epochs: float | None = None, batch_size: int | None = None, grad_accum: int = 1,
-                 lora: bool | None = None, lora_r: int | None = None,
-                 lora_alpha: int | None = None, lora_dropout: float = 0.0,
-                 target_modules: Any = "all-linear", max_length: int | None = None,
-                 max_examples: int = 0, device: str = "auto", dtype: str = "auto",
-                 threads: int = 0, chat_template: Any = None, system: str | None = None,
-                 measure_margin: bool = True) -> None:
-        super().__init__(ctx)
-        k = "optimizer"
-        num = check_number
-        self.preset = check_choice(k, "preset", preset, ["auto", *PRESETS])
-        self.overrides = {
-            "learning_rate": None if learning_rate is None else num(k, "learning_rate", learning_rate, lo=0.0),
-            "epochs": None if epochs is None else num(k, "epochs", epochs, lo=0.0),
-            "batch_size": None if batch_size is None else num(k, "batch_size", batch_size, lo=1, integer=True),
-            "lora": None if lora is None else bool(lora),
-            "lora_r": None if lora_r is None else num(k, "lora_r", lora_r, lo=1, integer=True),
-            "lora_alpha": None if lora_alpha is None else num(k, "lora_alpha", lora_alpha, lo=1, integer=True),
-            "max_length": None if max_length is None else num(k, "max_length", max_length, lo=8, integer=True),
-        }
-        self.grad_accum = num(k, "grad_accum", grad_accum, lo=1, integer=True)
-        self.lora_dropout = num(k, "lora_dropout", lora_dropout, lo=0.0, hi=1.0)
-        if not isinstance(target_modules, (str, list)):
-            raise ConfigError("config: [optimizer] target_modules must be \"all-linear\" or a list")
-        self.target_modules = target_modules
-        self.max_examples = num(k, "max_examples", max_examples, lo=0, integer=True)
-        self.device = device
-        self.dtype = None if dtype in ("auto", "", None) else dtype
-        self.threads = num(k, "threads", threads, lo=0, integer=True)
-        # the prompt format follows the generator's options unless given here
-        self.chat_template, self.system = prompt_options(ctx, chat_template, system)
-        self.measure_margin = bool(measure_margin)
-
-    def settings(self, manifest: dict[str, Any]) -> tuple[str, SFTSettings]:
-        preset = self.preset
-        if preset == "auto":
-            preset = "tiny" if manifest.get("factory") == "tiny" else "lora"
-        chosen = {k: v for k, v in self.overrides.items() if v is not None}
-        return preset, replace(PRESETS[preset], **chosen)
-
-    def refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
-        with selfdev.torch_threads(resolve_threads(self.threads)):
-            return self._refine(checkpoint, pairs, iteration)
+    Options = SFTOptions
+    PRESETS = PRESETS
+    LARGE_PRESET = "lora"
 
     def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
         checkpoint = check_checkpoint(checkpoint, f"optimizer {self.name!r}")
@@ -111,10 +75,10 @@ class SFTOptimizer(Optimizer):
         for p in pairs:
             examples.setdefault((p.prompt, p.chosen), p)
         chosen = list(examples)
-        if self.max_examples and len(chosen) > self.max_examples:
+        if self.options.max_examples and len(chosen) > self.options.max_examples:
             import random
 
-            chosen = random.Random(seed).sample(chosen, self.max_examples)
+            chosen = random.Random(seed).sample(chosen, self.options.max_examples)
         if not chosen:
             return Refinement(checkpoint=None, metrics={"examples": 0, "trained": False,
                                                         "skipped": "no chosen completions"})
@@ -131,7 +95,7 @@ class SFTOptimizer(Optimizer):
             "learning_rate": s.learning_rate, "epochs": s.epochs, "batch_size": s.batch_size,
             "lora": s.lora, "trained": True}
         usable = [p for p in pairs if p.chosen != p.rejected]
-        if self.measure_margin and usable:
+        if self.options.measure_margin and usable:
             record_margin(metrics, policy.model, policy, fmt, usable, "before")
         tok.padding_side = "right"
         peft_config = lora.config() if (lora is not None and not policy.continued_adapter) else None
@@ -139,7 +103,7 @@ class SFTOptimizer(Optimizer):
         with Workdir() as out_dir, quiet_hf():
             args = SFTConfig(**training_arguments(
                 output_dir=out_dir, learning_rate=s.learning_rate, epochs=s.epochs,
-                batch_size=s.batch_size, grad_accum=self.grad_accum, seed=seed,
+                batch_size=s.batch_size, grad_accum=self.options.grad_accum, seed=seed,
                 max_length=s.max_length, device=device,
                 extra={"completion_only_loss": True, "packing": False}))
             trainer = SFTTrainer(model=policy.model, args=args,
@@ -151,7 +115,7 @@ class SFTOptimizer(Optimizer):
                                     {"mean_token_accuracy": "token_accuracy"}))
         model = trainer.accelerator.unwrap_model(trainer.model)
         del trainer
-        if self.measure_margin and usable:
+        if self.options.measure_margin and usable:
             record_margin(metrics, model, policy, fmt, usable, "after")
         out = new_checkpoint_dir(self.ctx, self.name, iteration)
         save_checkpoint(model, tok, policy, out, optimizer=self.name, iteration=iteration,

@@ -1,7 +1,7 @@
 """Options declared once: validation with one-line errors, self.options, the legacy signature
 check, and ``selfdev plugins --options``, with real components registered through the hooks."""
 import json
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 import pydantic
 import pytest
@@ -12,7 +12,8 @@ import selfdev
 from selfdev.engine import hookimpl
 from selfdev.engine.api import Completion, ConfigError, Generator, NullProgress, Optimizer
 from selfdev.engine.config import check_options, from_dict
-from selfdev.engine.options import describe_options, validate_options
+from selfdev.engine.options import (component_doc, declared_options, describe_options,
+                                    legacy_parameters, validate_options)
 from selfdev.engine.plugins import components_info, get_registry, pm
 from selfdev.store import EventStore
 
@@ -235,21 +236,46 @@ def test_plugins_options_command_text_and_json(registered):
     assert result.exit_code == 0, result.output
     block = result.output.split("[optimizer] name = 'test-sharpen'")[1].split("\n\n")[0]
     assert "Sharpens the factory" in block and "second paragraph" not in block
-    lines = [line.split() for line in block.splitlines()]
-    assert ["lr", "0.5", "a", "number", "in", "[0,", "1]", "learning", "rate"] in lines
-    assert ["preset", '"auto"', "one", "of", "'auto',", "'tiny'", "size", "preset"] in lines
-    assert ["target", "(unset)", "a", "string"] in lines
+    lines = [line.strip() for line in block.splitlines()]
+    assert lines[1:6] == ["Sharpens the factory (a test optimizer with declared options).",
+                         "lr = 0.5" + " " * 9 + "a number in [0, 1]", "learning rate",
+                         "epochs = 1" + " " * 7 + "an integer >= 1", "passes over the pairs"]
+    assert 'preset = "auto"  one of \'auto\', \'tiny\'' in lines
+    assert "target (unset)   a string" in lines
     needs = result.output.split("[generator] name = 'test-needs-model'")[1].split("\n\n")[0]
-    assert "  model  (required)  a string  the served model" in needs
+    assert needs.splitlines()[2:] == ["  model (required)  a string", "      the served model"]
     old = result.output.split("[optimizer] name = 'test-old-style'")[1].split("\n\n")[0]
-    assert [line.split() for line in old.splitlines()][2:] == [["epochs", "2", "int"],
-                                                              ["lr", "0.1", "float"]]
+    assert old.splitlines()[2:] == ["  epochs = 2  int", "  lr = 0.1    float"]
     result = CliRunner().invoke(cli, ["plugins", "--options", "--json"], catch_exceptions=False)
     data = json.loads(result.output)
     assert {"kind": "optimizer", "name": "test-old-style"}.items() <= next(
         c for c in data if c["name"] == "test-old-style").items()
     assert [o["name"] for o in next(c for c in data if c["name"] == "test-sharpen")["options"]] == [
         "lr", "epochs", "preset", "weights", "target"]
+
+
+def test_every_builtin_component_declares_described_options():
+    """Built-ins declare Options (none relies on the signature), with a docstring, a description
+    per option, and defaults that are themselves valid values (pydantic does not check them)."""
+    registry = get_registry()
+    seen = 0
+    for kind, found in registry.components.items():
+        for name, cls in found.items():
+            if not cls.plugin.startswith("selfdev."):
+                continue
+            seen += 1
+            assert legacy_parameters(cls) is None, (kind, name)
+            assert component_doc(cls), (kind, name)
+            assert all(o["description"] for o in describe_options(cls)), (kind, name)
+            for key, field in declared_options(cls).model_fields.items():
+                default = field.get_default(call_default_factory=True)
+                if field.is_required() or default is None:
+                    continue
+                annotation = (Annotated[field.annotation, *field.metadata] if field.metadata
+                              else field.annotation)
+                adapter = pydantic.TypeAdapter(annotation)
+                assert adapter.validate_python(default, strict=True) == default, (name, key)
+    assert seen >= 16
 
 
 def test_the_door_exports_options_and_field():

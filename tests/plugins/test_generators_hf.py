@@ -110,7 +110,5 @@ def test_config_errors(ctx, tmp_path):
         HFGenerator(ctx)
     with pytest.raises(ConfigError, match="config.json"):
         HFGenerator(ctx, model=str(tmp_path))
-    from selfdev.plugins.factory.checks import chat_option
-
     with pytest.raises(ConfigError, match="chat_template"):
-        chat_option("generator", "maybe")
+        HFGenerator(ctx, model=str(tmp_path), chat_template="maybe")

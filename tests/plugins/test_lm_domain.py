@@ -294,7 +294,8 @@ def test_eval_data_option_feeds_the_evaluator(tmp_path, tiny_llama):
     dom = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()},
                    eval_data=str(data))
     assert dom.eval_spec() == {"test_file": str(data / "test.jsonl"), "dev_file": str(data / "dev.jsonl")}
-    assert LMDomain(ctx(tmp_path), eval_data={"test_file": "x.jsonl", "shots": 0}).eval_spec()["shots"] == 0
+    assert LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()},
+                    eval_data={"test_file": "x.jsonl", "shots": 0}).eval_spec()["shots"] == 0
     from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
 
     ev = GSM8kEvaluator(ctx(tmp_path), shots=0, max_new_tokens=4)

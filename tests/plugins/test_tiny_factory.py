@@ -151,7 +151,7 @@ def test_plugins_are_registered_and_cheap_to_import():
         "import importlib\n"
         "from selfdev.engine.plugins import DEFAULT_PLUGINS\n"
         "for name in DEFAULT_PLUGINS + tuple('selfdev.plugins.factory.' + m for m in (\n"
-        "        'checkpoints', 'checks', 'programs', 'prompts', 'sampling', 'threads', 'training')):\n"
+        "        'checkpoints', 'options', 'programs', 'prompts', 'sampling', 'threads', 'training')):\n"
         "    importlib.import_module(name)\n"
         "heavy = [m for m in ('torch', 'transformers', 'trl', 'peft', 'datasets', 'vllm')\n"
         "         if m in sys.modules]\n"

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
+from selfdev.store import EventStore
 from selfdev.tui.data import COLUMNS, RunRow, list_runs
 
 HEADERS = {"run": "run", "status": "status", "domain": "domain", "generator": "generator",
@@ -56,8 +57,6 @@ class RunsScreen(Screen):
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
     def reload(self) -> None:
         """Read the runs projection in a worker (its own read-only connection)."""
-        from selfdev.store import EventStore
-
         with EventStore(self.store.path, readonly=True) as store:
             rows = list_runs(store, self.app.clock, self.store.path)
         try:

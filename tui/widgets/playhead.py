@@ -39,9 +39,6 @@ class Playhead(Widget):
     playing: reactive[bool] = reactive(False, init=False)
     speed_index: reactive[int] = reactive(SPEEDS.index(50))
     follow: reactive[bool] = reactive(True)
-    #: the playhead stays on the newest event as events arrive (read by the loader thread)
-    pinned: reactive[bool] = reactive(True)
-    live: reactive[bool] = reactive(False)
 
     @dataclass
     class Advance(Message):
@@ -55,6 +52,12 @@ class Playhead(Widget):
         self.cursor = 0
         self.marks: list[int] = []  # cursor values at which an iteration starts
         self.where: list[str] = []  # the info line after the mode
+        #: the playhead stays on the newest event as events arrive. A plain attribute, not a
+        #: reactive: the loader thread reads it, and every move that changes it is followed
+        #: by a redraw (a repaint of its own would cost a second frame per key)
+        self.pinned = True
+        self.live = False  # as of the last frame
+        self._drawn: tuple = ()
         self._acc = 0.0
 
     def on_mount(self) -> None:
@@ -130,9 +133,11 @@ class Playhead(Widget):
             i, it = k - 1, frame.iteration
             where += [f"#{index.positions[i]}", f"it {it}/{its}" if its else f"it {it}",
                       index.times[i][11:19], f"{index.types[i]}  {index.texts[i]}"]
+        self.cursor, self.total, self.where, self.marks = k, n, where, marks
         self.live = frame.live
-        if (k, n, where, marks) != (self.cursor, self.total, self.where, self.marks):
-            self.cursor, self.total, self.where, self.marks = k, n, where, marks
+        drawn = (k, n, self.info, marks)  # the mode too: pinned may have changed since
+        if drawn != self._drawn:
+            self._drawn = drawn
             self.refresh()
 
     def _cell(self, cursor: int, width: int) -> int:

@@ -33,8 +33,6 @@ def run_status(frame: Frame) -> str:
 class RunTitle(Line):
     """``run · status · head · audit · domain/generator/optimizer``."""
 
-    #: the run's last (stream_version, hash) as last read
-    head: var[tuple[int, str]] = var((0, ""), init=False)
     audit: var[str] = var("? (v)", init=False)
 
     def __init__(self, db_path: Any, run_id: str, *, id: str | None = None) -> None:
@@ -42,6 +40,8 @@ class RunTitle(Line):
         self.db_path = db_path
         self.run_id = run_id
         self.verify_result: Any = None  # store.VerifyResult of the last audit
+        #: the run's last (stream_version, hash) as last read; shown at the next frame
+        self.head: tuple[int, str] = (0, "")
         self._status: str | None = None  # None: not drawn yet
         self._what = ""
 
@@ -65,9 +65,6 @@ class RunTitle(Line):
             parts.append(self._what)
         self.text = " · ".join(parts)
 
-    def watch_head(self) -> None:
-        self._draw()
-
     def watch_audit(self) -> None:
         self._draw()
 
@@ -87,6 +84,8 @@ class RunTitle(Line):
     def on_verified(self, message: Verified) -> None:
         r = message.result
         self.verify_result = r
+        if message.head[1]:
+            self.head = message.head
         if r.ok:
             self.audit = f"intact ✓ ({r.checked:,} events)"
             self.notify(f"hash chain intact: {r.checked:,} events verified; head "
@@ -95,8 +94,7 @@ class RunTitle(Line):
             self.audit = f"BROKEN ✗ at #{r.first_broken}"
             self.notify(f"BROKEN at position {r.first_broken}: {r.reason}", title="audit",
                         severity="error", timeout=10)
-        if message.head[1]:
-            self.head = message.head
+        self._draw()  # the head, even when the verdict reads as before
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:

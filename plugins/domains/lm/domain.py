@@ -28,9 +28,11 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Union
 
-from selfdev import ConfigError, Domain, MergeOutcome
+from pydantic import field_validator
+
+from selfdev import ConfigError, Domain, Field, MergeOutcome
 from selfdev import hookimpl
 from selfdev.plugins.domains.baselines import baseline_grid
 from selfdev.plugins.domains.lm.baselines import lm_baseline_grid
@@ -85,20 +87,45 @@ Write a new, better merge_models function. Answer with one ```python code block.
 '''
 
 
-def _parse_experts(experts: Any) -> dict[str, str]:
-    if experts is None:
-        return {}
+EXPERTS_MUST_BE = "a table name -> model directory (or a list of NAME=DIR items)"
+DEFAULT_TASK = "GSM8k grade-school math word problems (exact match of the final number, 5-shot)"
+
+
+def parse_experts(experts: dict[str, str] | list[str]) -> dict[str, str]:
+    """``{"a": DIR}`` or ``["a=DIR", ...]`` -> ``{"a": DIR}``; a malformed item raises
+    ``ValueError``."""
     if isinstance(experts, dict):
         return {str(k): str(v) for k, v in experts.items()}
-    if isinstance(experts, (list, tuple)):
-        out = {}
-        for item in experts:
-            if not isinstance(item, str) or "=" not in item:
-                raise ConfigError(f"experts: expected NAME=DIR items, got {item!r}")
-            k, v = item.split("=", 1)
-            out[k] = v
-        return out
-    raise ConfigError(f"experts must be a table name -> directory; got {type(experts).__name__}")
+    out = {}
+    for item in experts:
+        if "=" not in item:
+            raise ValueError(f"must be {EXPERTS_MUST_BE}")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+class MergeOptions(Domain.Options):
+    """How candidates are applied to the models: the options ``lm`` and ``toymath`` share."""
+
+    mergeable: str = Field("all", description="the tensors candidates merge: all, mlp (as in the "
+                                              "paper) or re:<regex>")
+    seed: int = Field(0, description="seed of the baselines")
+    in_memory_mb: int = Field(1024, ge=0, description="mergeable tensors up to this size (MB, "
+                                                      "float32, seed + experts) are held in memory; "
+                                                      "larger models stream")
+    chunk_mb: int = Field(2048, ge=0, description="stream mode: MB of tensors per sandbox "
+                                                  "group (at least 1)")
+    out_shard_mb: int = Field(2048, ge=0, description="stream mode: shard size (MB) of merged "
+                                                      "model directories (at least 1)")
+    keep_merged: int = Field(4, ge=0, description="stream mode: the newest merged model "
+                                                  "directories kept")
+
+    @field_validator("mergeable")
+    @classmethod
+    def _mergeable(cls, value: str) -> str:
+        mergeable_filter(value)  # raises the one-line ConfigError
+        return value
 
 
 def _short_hash(*parts: Any) -> str:
@@ -115,23 +142,33 @@ class LMDomain(Domain):
     name = "lm"
     default_evaluator = "gsm8k"
 
-    def __init__(self, ctx, seed_model: str | None = None, experts: Any = None,
-                 mergeable: str = "all", eval_data: Any = None, seed: int = 0,
-                 in_memory_mb: int = 1024, chunk_mb: int = 2048, out_shard_mb: int = 2048,
-                 keep_merged: int = 4, task: str = "GSM8k grade-school math word problems "
-                                                    "(exact match of the final number, 5-shot)") -> None:
-        super().__init__(ctx)
-        self.seed_dir = Path(seed_model).expanduser() if seed_model else None
-        self.expert_dirs = {k: Path(v).expanduser() for k, v in _parse_experts(experts).items()}
-        self._mergeable_spec = mergeable
-        self._is_mergeable = mergeable_filter(mergeable)  # validates early
-        self.eval_data = eval_data
-        self.seed = int(seed)
-        self.in_memory_bytes = int(in_memory_mb) * 1024**2
-        self.chunk_bytes = max(1, int(chunk_mb)) * 1024**2
-        self.out_shard_bytes = max(1, int(out_shard_mb)) * 1024**2
-        self.keep_merged = int(keep_merged)
-        self.task = task
+    class Options(MergeOptions):
+        seed_model: str = Field(min_length=1, description="the seed model: a Hugging Face "
+                                                          "model directory with safetensors")
+        experts: Union[dict[str, str], list[str]] = Field(
+            description="the experts: a table name -> model directory, at least one expert",
+            json_schema_extra={"must_be": EXPERTS_MUST_BE})
+        eval_data: Union[str, dict[str, Any], None] = Field(
+            None, description="the evaluator's data: a GSM8k-format jsonl, a directory holding "
+                              "test.jsonl (train.jsonl, dev.jsonl), or a table of its options")
+        task: str = Field(DEFAULT_TASK, description="what the merged model is scored on (in the "
+                                                    "factory prompt)")
+
+        @field_validator("experts")
+        @classmethod
+        def _experts(cls, value: Any) -> Any:
+            if not parse_experts(value):
+                raise ValueError("needs at least one expert")
+            return value
+
+    def __init__(self, ctx, **options: Any) -> None:
+        super().__init__(ctx, **options)
+        o = self.options
+        self.seed_dir, self.expert_dirs = self._model_dirs()
+        self._is_mergeable = mergeable_filter(o.mergeable)
+        self.in_memory_bytes = o.in_memory_mb * 1024**2
+        self.chunk_bytes = max(1, o.chunk_mb) * 1024**2
+        self.out_shard_bytes = max(1, o.out_shard_mb) * 1024**2
         self._prepared: dict[str, Any] | None = None
         self._seed = None
         self._experts: dict[str, Any] = {}
@@ -144,6 +181,17 @@ class LMDomain(Domain):
         self._tmp: tempfile.TemporaryDirectory | None = None
 
     # ------------------------------------------------------------------ setup
+    @property
+    def task(self) -> str:
+        """What the merged model is scored on, as the factory prompt says it."""
+        return self.options.task
+
+    def _model_dirs(self) -> tuple[Path | None, dict[str, Path]]:
+        """Seed and expert directories, from the options."""
+        o = self.options
+        return (Path(o.seed_model).expanduser(),
+                {k: Path(v).expanduser() for k, v in parse_experts(o.experts).items()})
+
     def _resolve_models(self) -> None:
         """Subclasses (toymath) fill ``seed_dir``/``expert_dirs`` here (e.g. build a family)."""
 
@@ -151,10 +199,6 @@ class LMDomain(Domain):
         if self._prepared is not None:
             return self._prepared
         self._resolve_models()
-        if self.seed_dir is None:
-            raise ConfigError("lm: seed_model (a Hugging Face model directory) is required")
-        if not self.expert_dirs:
-            raise ConfigError("lm: experts (a table name -> model directory) needs at least one expert")
         seed = ModelDir.open(self.seed_dir, "seed_model")
         warnings: list[str] = []
         experts = {}
@@ -170,7 +214,8 @@ class LMDomain(Domain):
         self.mergeable = [n for n, info in seed.tensors.items()
                           if self._is_mergeable(n, info) and n not in tied_skip]
         if not self.mergeable:
-            raise ConfigError(f"lm: mergeable={self._mergeable_spec!r} selects no tensor of {self.seed_dir}")
+            raise ConfigError(f"lm: mergeable={self.options.mergeable!r} selects no tensor of "
+                              f"{self.seed_dir}")
         n_merge = sum(seed.tensors[n].numel for n in self.mergeable)
         working = n_merge * 4 * (1 + len(experts))
         self.mode = "memory" if working <= self.in_memory_bytes else "stream"
@@ -182,7 +227,7 @@ class LMDomain(Domain):
             "architecture": (seed.config.get("architectures") or [seed.config.get("model_type")])[0],
             "num_params": seed.num_params,
             "num_tensors": len(seed.tensors),
-            "mergeable": self._mergeable_spec,
+            "mergeable": self.options.mergeable,
             "num_mergeable_tensors": len(self.mergeable),
             "num_mergeable_params": n_merge,
             "mode": self.mode,
@@ -230,7 +275,7 @@ class LMDomain(Domain):
 
     def eval_spec(self) -> dict[str, Any]:
         """Defaults for the evaluator (its explicit options win): data files of ``eval_data``."""
-        ed = self.eval_data
+        ed = self.options.eval_data
         if ed is None:
             return {}
         if isinstance(ed, dict):
@@ -246,7 +291,7 @@ class LMDomain(Domain):
         return {"test_file": str(p)}
 
     def baselines(self):
-        return baseline_grid(self.seed) + lm_baseline_grid(len(self.expert_names()))
+        return baseline_grid(self.options.seed) + lm_baseline_grid(len(self.expert_names()))
 
     def prompt(self) -> str:
         info = self.prepare()
@@ -254,7 +299,7 @@ class LMDomain(Domain):
         ex = self.mergeable[:: max(1, len(self.mergeable) // 4)][:4]
         examples = ", ".join(f"name={n!r} (shape {list(seed.tensors[n].shape)})" for n in ex)
         scope = ("Only the MLP (feed-forward) weights are merged; all other weights keep the seed's values."
-                 if self._mergeable_spec == "mlp" else
+                 if self.options.mergeable == "mlp" else
                  "Every floating-point weight is merged (embeddings, attention, MLP, norms).")
         return PROMPT.format(arch=info["architecture"], params=f"{info['num_params']:,}",
                              n_experts=len(self._experts), experts=", ".join(self._experts),
@@ -370,7 +415,8 @@ class LMDomain(Domain):
         work.rename(target)
         if out_dir is None:
             self._merged_dirs.append(target)
-            while self.keep_merged > 0 and len(self._merged_dirs) > self.keep_merged:
+            keep = self.options.keep_merged
+            while keep > 0 and len(self._merged_dirs) > keep:
                 shutil.rmtree(self._merged_dirs.pop(0), ignore_errors=True)
         return MergeOutcome("ok", model=LMModel(target, label=tag), stdout="".join(stdout)[-4000:],
                             duration_ms=(time.perf_counter() - t0) * 1000, details=details)

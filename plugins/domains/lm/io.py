@@ -171,7 +171,8 @@ MLP_PATTERN = re.compile(r"(^|\.)(mlp|feed_forward|ffn)\.")
 
 
 def mergeable_filter(spec: str):
-    """``all`` | ``mlp`` | ``re:<regex>`` -> predicate over (name, TensorInfo)."""
+    """``all`` | ``mlp`` | ``re:<regex>`` -> predicate over (name, TensorInfo); anything else is
+    the domain's ``mergeable`` option gone wrong, refused with one line."""
     if spec == "all":
         return lambda name, info: info.is_float
     if spec == "mlp":
@@ -180,9 +181,11 @@ def mergeable_filter(spec: str):
         try:
             rx = re.compile(spec[3:])
         except re.error as exc:
-            raise ConfigError(f"mergeable: bad regex {spec[3:]!r}: {exc}") from None
+            raise ConfigError(f"config: [domain] mergeable must be 're:' and a valid regex "
+                              f"({exc}); got {spec!r}") from None
         return lambda name, info: info.is_float and bool(rx.search(name))
-    raise ConfigError(f"mergeable must be 'all', 'mlp' or 're:<regex>'; got {spec!r}")
+    raise ConfigError(f"config: [domain] mergeable must be 'all', 'mlp' or 're:<regex>'; "
+                      f"got {spec!r}")
 
 
 def chunk_names(infos: Iterable[TensorInfo], budget_bytes: int, factor: int = 1) -> Iterator[list[str]]:

@@ -2,12 +2,17 @@
 use)."""
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar, Literal, Optional, Union
 
-from selfdev import ConfigError
+from pydantic import model_validator
+
+from selfdev import Field
 from selfdev import hookimpl
-from selfdev.plugins.domains.lm.domain import LMDomain
-from selfdev.plugins.domains.toymath.family import EXPERT_SETS, build_family, resolve_recipe
+from selfdev.plugins.domains.lm.domain import LMDomain, MergeOptions
+from selfdev.plugins.domains.toymath.family import EXPERT_SETS, PRESETS, build_family
+
+Count = Optional[int]
 
 
 class ToyMathDomain(LMDomain):
@@ -15,40 +20,78 @@ class ToyMathDomain(LMDomain):
 
     name = "toymath"
     default_evaluator = "toymath"
+    task = ("toymath arithmetic word problems in GSM8k format (exact match of the final number "
+            "after '####', zero-shot)")
 
-    def __init__(self, ctx, size: str = "full", seed: int = 0, families: str | list = "A,B",
-                 expert_set: str = "main", mergeable: str = "all", expert_scope: str | None = None,
-                 threads: int = 2, hidden: int | None = None, layers: int | None = None,
-                 intermediate: int | None = None, seed_steps: int | None = None, seed_lr: float | None = None,
-                 expert_steps: int | None = None, expert_lr: float | None = None,
-                 n_dev: int | None = None, n_test: int | None = None) -> None:
-        super().__init__(ctx, mergeable=mergeable, seed=seed,
-                         task="toymath arithmetic word problems in GSM8k format (exact match of the "
-                              "final number after '####', zero-shot)")
-        fams = [f.strip() for f in families.split(",")] if isinstance(families, str) else list(families)
-        self.size, self.family_seed, self.families = size, int(seed), fams
-        self.expert_set = expert_set
-        self.expert_scope = expert_scope or ("mlp" if mergeable == "mlp" else "all")
-        self.threads = int(threads)
-        self.overrides = dict(hidden=hidden, layers=layers, intermediate=intermediate, seed_steps=seed_steps,
-                              seed_lr=seed_lr, expert_steps=expert_steps, expert_lr=expert_lr,
-                              n_dev=n_dev, n_test=n_test)
-        resolve_recipe(size, self.overrides)  # validate early
-        if expert_set not in EXPERT_SETS:
-            raise ConfigError(f"toymath: expert_set must be one of {', '.join(EXPERT_SETS)}; got {expert_set!r}")
+    class Options(MergeOptions):
+        size: Literal[tuple(PRESETS)] = Field(  # type: ignore[valid-type]
+            "full", description="the family's recipe: full (minutes to build) or test")
+        seed: int = Field(0, description="seed of the family build and of the baselines")
+        families: Union[str, list[str]] = Field(
+            "A,B", description="the experts merged: families of the expert_set ('A,B' or a list)")
+        expert_set: Literal[tuple(EXPERT_SETS)] = Field(  # type: ignore[valid-type]
+            "main", description="main, or alt (unseen experts: other seeds and templates)")
+        expert_scope: Optional[Literal["all", "mlp"]] = Field(
+            None, description="the weights the experts fine-tune (unset: mlp when mergeable = "
+                              "mlp, else all)")
+        threads: int = Field(2, ge=1, description="torch threads of the build")
+        hidden: Count = Field(None, ge=1, description="recipe override: hidden size")
+        layers: Count = Field(None, ge=1, description="recipe override: layers")
+        intermediate: Count = Field(None, ge=1, description="recipe override: MLP width")
+        seed_steps: Count = Field(None, ge=1, description="recipe override: seed training steps")
+        seed_lr: Optional[float] = Field(None, gt=0, description="recipe override: seed "
+                                                                 "learning rate")
+        expert_steps: Count = Field(None, ge=1, description="recipe override: expert training "
+                                                            "steps")
+        expert_lr: Optional[float] = Field(None, gt=0, description="recipe override: expert "
+                                                                   "learning rate")
+        n_dev: Count = Field(None, ge=1, description="recipe override: dev problems")
+        n_test: Count = Field(None, ge=1, description="recipe override: test problems")
+
+        #: the options that override the size's recipe
+        RECIPE_KEYS: ClassVar[tuple[str, ...]] = ("hidden", "layers", "intermediate", "seed_steps", "seed_lr",
+                                                  "expert_steps", "expert_lr", "n_dev", "n_test")
+
+        @model_validator(mode="after")
+        def _families_of_the_set(self) -> "ToyMathDomain.Options":
+            allowed = EXPERT_SETS[self.expert_set]["experts"]
+            for fam in self.family_list():
+                if fam not in allowed:
+                    raise ValueError(f"families: no expert family {fam!r} in expert_set "
+                                     f"{self.expert_set!r}; allowed: {', '.join(allowed)}")
+            return self
+
+        def family_list(self) -> list[str]:
+            if isinstance(self.families, str):
+                return [f.strip() for f in self.families.split(",")]
+            return list(self.families)
+
+    def __init__(self, ctx, **options: Any) -> None:
+        super().__init__(ctx, **options)
         self.family: dict[str, Any] | None = None
+
+    @property
+    def expert_scope(self) -> str:
+        o = self.options
+        return o.expert_scope or ("mlp" if o.mergeable == "mlp" else "all")
+
+    def _model_dirs(self) -> tuple[Path | None, dict[str, Path]]:
+        return None, {}  # built in _resolve_models
 
     def _resolve_models(self) -> None:
         if self.family is None:
-            self.family = build_family(self.size, self.family_seed, self.families, self.expert_set,
-                                       self.expert_scope, getattr(self.ctx, "progress", None), self.threads,
-                                       **self.overrides)
+            o = self.options
+            overrides = {k: getattr(o, k) for k in o.RECIPE_KEYS}
+            self.family = build_family(o.size, o.seed, o.family_list(), o.expert_set,
+                                       self.expert_scope, getattr(self.ctx, "progress", None),
+                                       o.threads, **overrides)
             self.seed_dir = self.family["seed"]
             self.expert_dirs = dict(self.family["experts"])
 
     def prepare(self) -> dict[str, Any]:
         info = super().prepare()
-        info.update(size=self.size, family_seed=self.family_seed, expert_set=self.expert_set,
+        o = self.options
+        info.update(size=o.size, family_seed=o.seed, expert_set=o.expert_set,
                     expert_scope=self.expert_scope, data=str(self.family["data"]))
         return info
 

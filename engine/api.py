@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterable, Iterator, Protocol
 
+from pydantic import ValidationError
+
 from selfdev.engine import options as _options
 
 
@@ -239,7 +241,7 @@ class Component:
     A subclass that overrides ``__init__`` takes ``**options`` and passes them to
     ``super().__init__(ctx, **options)``. A component written before options were declared
     (keyword arguments of ``__init__``, no ``Options``) still works: its parameters are its
-    options (see :func:`selfdev.engine.options.legacy_parameters`).
+    options (see :func:`selfdev.engine.config.legacy_parameters`).
     """
 
     name: ClassVar[str] = ""
@@ -254,7 +256,17 @@ class Component:
     def __init__(self, ctx: Context, **options: Any) -> None:
         self.ctx = ctx
         cls = type(self)
-        self.options = _options.validate_options(kind_of(cls), cls.name, cls.Options, options)
+        self.options = validate_options(kind_of(cls), cls.name, cls.Options, options)
+
+
+def validate_options(kind: str, name: str, model: type[_options.Options],
+                     raw: dict[str, Any]) -> _options.Options:
+    """Validate a component's config table against its ``Options``; a bad one raises
+    ``ConfigError`` with one line (see :func:`selfdev.engine.options.explain`)."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_options.explain(kind, name, model, raw, exc)) from None
 
 
 class Generator(Component):

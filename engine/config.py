@@ -39,8 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfdev.engine.api import ConfigError
-from selfdev.engine.options import declared_options, legacy_parameters, validate_options
+from selfdev.engine.api import Component, ConfigError, validate_options
+from selfdev.engine.options import declared_options, describe_model, describe_parameter
 
 
 @dataclass
@@ -174,6 +174,30 @@ def load(path: str | Path) -> RunConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config: {path} is not valid TOML: {exc}") from None
     return from_dict(data)
+
+
+def legacy_parameters(cls: type) -> list[inspect.Parameter] | None:
+    """The keyword parameters of an ``__init__`` that predates declared options, else None.
+
+    A component that declares no ``Options`` but overrides ``__init__`` with keyword arguments
+    (``def __init__(self, ctx, epochs=1)``) keeps working: its options are its parameters, as
+    before options were declared. A ``**kwargs`` among them means "takes anything".
+    """
+    if declared_options(cls) is not Component.Options or cls.__init__ is Component.__init__:
+        return None
+    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
+    if params and params[0].name == "ctx":
+        params = params[1:]
+    return [p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_KEYWORD)]
+
+
+def describe_options(cls: type) -> list[dict[str, Any]]:
+    """Each option of a component class, from its ``Options`` (or, for a component that
+    predates them, from its ``__init__`` keyword arguments)."""
+    legacy = legacy_parameters(cls)
+    if legacy is not None:
+        return [describe_parameter(p) for p in legacy]
+    return describe_model(declared_options(cls))
 
 
 def check_options(kind: str, cls: type, options: dict[str, Any]) -> None:

@@ -11,27 +11,27 @@ hookimpl = pluggy.HookimplMarker("selfdev")
 
 @hookspec
 def register_generators(register):
-    """Register algorithm factories (subclasses of engine.api.Generator)."""
+    """Register algorithm factories (subclasses of selfdev.Generator)."""
 
 
 @hookspec
 def register_domains(register):
-    """Register merge domains (subclasses of engine.api.Domain)."""
+    """Register merge domains (subclasses of selfdev.Domain)."""
 
 
 @hookspec
 def register_evaluators(register):
-    """Register scorers (subclasses of engine.api.Evaluator)."""
+    """Register scorers (subclasses of selfdev.Evaluator)."""
 
 
 @hookspec
 def register_optimizers(register):
-    """Register factory refiners (subclasses of engine.api.Optimizer)."""
+    """Register factory refiners (subclasses of selfdev.Optimizer)."""
 
 
 @hookspec
 def register_executors(register):
-    """Register places where candidate work runs (subclasses of engine.api.Executor)."""
+    """Register places where candidate work runs (subclasses of selfdev.Executor)."""
 
 
 @hookspec

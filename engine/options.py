@@ -10,9 +10,10 @@ Each component class carries a nested ``Options`` model (pydantic v2, as llm's `
 The engine validates a run's ``[optimizer]`` table against it before anything is built and
 hands the component the validated model as ``self.options``; ``selfdev plugins --options``
 lists it. This module turns pydantic's multi-line ``ValidationError`` into the one line that
-every configuration error in selfdev is (:func:`validate_options`), derives the "must be ..."
-phrase from the declaration itself (so bounds are written once, in ``Field``), and describes
-options for the listing (:func:`describe_options`).
+every configuration error in selfdev is (:func:`explain`; ``engine.api.validate_options``
+raises it as a ``ConfigError``), derives the "must be ..." phrase from the declaration itself (so
+bounds are written once, in ``Field``), and describes options for the listing
+(:func:`describe_model`). It imports nothing of selfdev: ``engine.api`` builds on it.
 
 Validation is *strict*: TOML and JSON already give typed values, so ``"3"`` is not silently taken
 as a number, ``1`` is not taken as ``true`` and ``3`` is not taken as a string. The one
@@ -31,10 +32,9 @@ from typing import Any, Literal, Union
 import annotated_types as at
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
-__all__ = ["Options", "Field", "validate_options", "declared_options", "legacy_parameters",
-           "describe_options", "component_doc", "must_be"]
+__all__ = ["Options", "Field", "explain", "declared_options", "describe_model",
+           "describe_parameter", "component_doc", "must_be"]
 
 
 class Options(BaseModel):
@@ -64,51 +64,25 @@ def declared_options(cls: type) -> type[Options]:
     return getattr(cls, "Options", Options)
 
 
-def legacy_parameters(cls: type) -> list[inspect.Parameter] | None:
-    """The keyword parameters of an ``__init__`` that predates declared options, else None.
-
-    A component that declares no ``Options`` but overrides ``__init__`` with keyword arguments
-    (``def __init__(self, ctx, epochs=1)``) keeps working: its options are its parameters, as
-    before options were declared. A ``**kwargs`` among them means "takes anything".
-    """
-    from selfdev.engine.api import Component
-
-    if declared_options(cls) is not Component.Options or cls.__init__ is Component.__init__:
-        return None
-    params = list(inspect.signature(cls.__init__).parameters.values())[1:]  # drop self
-    if params and params[0].name == "ctx":
-        params = params[1:]
-    return [p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_KEYWORD)]
-
-
 # --------------------------------------------------------------------------------------------
 # validation with one-line errors
 
 
-def validate_options(kind: str, name: str, model: type[Options], raw: dict[str, Any]) -> Options:
-    """Validate a component's config table; a bad one raises ``ConfigError`` with one line.
+def explain(kind: str, name: str, model: type[Options], raw: dict[str, Any],
+            exc: ValidationError) -> str:
+    """The one line for a pydantic error: the first unknown key, else the first bad value.
 
     * unknown key: ``config: unknown option 'x' for optimizer 'dpo'; allowed: a, b, c``
     * bad value: ``config: [optimizer] lr must be a number in [0, 1]; got 'x'``
     * missing required option: ``config: [generator] hf needs model (<its description>)``
     * a cross-field rule: ``config: [optimizer] <the validator's message>``
     """
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        from selfdev.engine.api import ConfigError
-
-        raise ConfigError(explain(kind, name, model, raw, exc)) from None
-
-
-def explain(kind: str, name: str, model: type[Options], raw: dict[str, Any],
-            exc: ValidationError) -> str:
-    """The one line for a pydantic error: the first unknown key, else the first bad value."""
     errors = exc.errors(include_url=False)
     unknown = [e for e in errors if e["type"] == "extra_forbidden"]
     if unknown:
         allowed = ", ".join(model.model_fields) or "(none)"
-        return f"config: unknown option {unknown[0]['loc'][0]!r} for {kind} {name!r}; allowed: {allowed}"
+        key = unknown[0]["loc"][0]
+        return f"config: unknown option {key!r} for {kind} {name!r}; allowed: {allowed}"
     err = errors[0]
     loc = err["loc"]
     custom = _custom_message(err)
@@ -221,6 +195,10 @@ def _phrase(annotation: Any, metadata: list[Any], plural: bool = False) -> str:
             return "non-empty strings" if plural else "a non-empty string"
         if annotation is str and ("min_length" in bounds or "max_length" in bounds):
             return f"{base} of {_count(bounds)} characters"
+        pattern = next((getattr(m, "pattern", None) for m in metadata
+                        if getattr(m, "pattern", None)), None)
+        if annotation is str and pattern:
+            return f"{base} matching {pattern}"
     elif isinstance(annotation, type) and issubclass(annotation, BaseModel):
         base = "tables" if plural else "a table"
     else:
@@ -308,17 +286,11 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def describe_options(cls: type) -> list[dict[str, Any]]:
-    """Each option of a component: name, type, default, required, bounds, choices, description.
-
-    Declared options come from the ``Options`` model; a component that predates them is described
-    from its ``__init__`` keyword arguments (type from the annotation, no description).
-    """
-    legacy = legacy_parameters(cls)
-    if legacy is not None:
-        return [_describe_parameter(p) for p in legacy]
+def describe_model(model: type[Options]) -> list[dict[str, Any]]:
+    """Each option of an ``Options`` model: name, type, default, required, bounds, choices,
+    what it accepts (``must_be``) and description."""
     out = []
-    for key, field in declared_options(cls).model_fields.items():
+    for key, field in model.model_fields.items():
         required = field.is_required()
         default = None if required else field.get_default(call_default_factory=True)
         out.append({
@@ -334,7 +306,9 @@ def describe_options(cls: type) -> list[dict[str, Any]]:
     return out
 
 
-def _describe_parameter(p: inspect.Parameter) -> dict[str, Any]:
+def describe_parameter(p: inspect.Parameter) -> dict[str, Any]:
+    """An option of a component that predates declared options: a keyword argument of its
+    ``__init__`` (type from the annotation or the default, no description)."""
     if p.kind is p.VAR_KEYWORD:
         return {"name": f"**{p.name}", "type": "any", "required": False, "default": None,
                 "bounds": None, "choices": None, "must_be": "any value",

@@ -128,7 +128,7 @@ def get_registry() -> Registry:
                 base = KINDS[_kind]
                 if not (isinstance(cls, type) and issubclass(cls, base)):
                     raise ConfigError(f"plugin {_src} registered {cls!r} as a {_kind}, "
-                                      f"but it is not a subclass of engine.api.{base.__name__}")
+                                      f"but it is not a subclass of selfdev.{base.__name__}")
                 key = name or cls.name
                 if not key:
                     raise ConfigError(f"plugin {_src} registered a {_kind} without a name")
@@ -172,7 +172,8 @@ def components_info() -> list[dict[str, Any]]:
     """What ``selfdev plugins --options`` prints: every component of every kind, with the first
     paragraph of its docstring and each option's name, type, default, bounds, choices and
     description (from its declared ``Options``)."""
-    from selfdev.engine.options import component_doc, describe_options
+    from selfdev.engine.config import describe_options
+    from selfdev.engine.options import component_doc
 
     registry = get_registry()
     rows = []

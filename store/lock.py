@@ -46,6 +46,74 @@ def read_holder(path: str, attempts: int = 5) -> dict[str, Any]:
     return {}
 
 
+def _flock_holders(path: str) -> dict[int, bool] | None:
+    """Pids holding an flock on ``path`` according to /proc/locks (pid -> whether the device
+    matched too, not only the inode); None when unknowable.
+
+    Reading /proc/locks never takes a lock, so it cannot make a starting writer fail (a
+    probing ``flock`` from a reader could, for the instant it holds it).
+    """
+    try:
+        st = os.stat(path)
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            lines = f.readlines()
+    except OSError:
+        return None
+    dev = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    pids: dict[int, bool] = {}
+    for line in lines:
+        parts = line.split()
+        # "3: FLOCK  ADVISORY  WRITE 9206 fe:00:2146519 0 EOF" (a "->" marks waiters)
+        if "->" in parts or len(parts) < 6 or parts[1] != "FLOCK":
+            continue
+        where = parts[5]
+        if where == dev or where.rsplit(":", 1)[-1] == str(st.st_ino):
+            try:
+                pids[int(parts[4])] = where == dev
+            except ValueError:
+                pass
+    return pids
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+def current_holder(db_path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Who holds the database's writer lock (``{pid, host, command, since, writer}``), or
+    None when no live writer holds it.
+
+    The lock file is read, never locked (a probing ``flock`` from a reader could make a starting
+    writer fail for the instant it holds it). On
+    Linux /proc/locks says whether anyone holds the flock; elsewhere the pid in the lock file
+    is checked (same host only).
+    """
+    path = lock_path(db_path)
+    if not os.path.exists(path):
+        return None
+    # one look, no retries: an empty file is the common case (no writer), not a race
+    info = read_holder(path, attempts=1)
+    holders = _flock_holders(path)
+    if holders is not None:
+        # an inode match on another device counts only for the pid the lock file names
+        held = [pid for pid, exact in holders.items() if exact or pid == info.get("pid")]
+        if not held:
+            return None
+        return info or {"pid": min(held)}
+    pid = info.get("pid")
+    if isinstance(pid, int) and info.get("host") in (None, socket.gethostname()):
+        return info if _pid_alive(pid) else None
+    return None
+
+
 class WriterLock:
     """An acquired writer lock; :meth:`release` (or process exit) gives it back."""
 

@@ -348,7 +348,8 @@ class GSM8kEvaluator(Evaluator):
         if o.backend == "vllm":
             ok, why = vllm_available()
             if not ok:
-                raise ConfigError(f"gsm8k: backend 'vllm' is unavailable: {why}; use backend = \"hf\"")
+                raise ConfigError(f"gsm8k: backend 'vllm' is unavailable: {why}; "
+                                  f"use backend = \"hf\"")
         self._vllm = _VLLMRunner(o.gpu_memory_utilization) if o.backend == "vllm" else None
         self._resolved: dict[str, Any] | None = None
         self._splits: dict[str, list[dict[str, Any]]] = {}

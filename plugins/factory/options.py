@@ -85,8 +85,8 @@ class TrainerOptions(selfdev.Options):
                                                    "the pairs before and after training")
 
     #: the options a preset fills when they are unset (the fields of the settings dataclass)
-    PRESET_KEYS: ClassVar[tuple[str, ...]] = ("learning_rate", "epochs", "batch_size", "lora", "lora_r", "lora_alpha",
-                   "max_length")
+    PRESET_KEYS: ClassVar[tuple[str, ...]] = ("learning_rate", "epochs", "batch_size", "lora",
+                                              "lora_r", "lora_alpha", "max_length")
 
     def overrides(self) -> dict[str, Any]:
         """The preset keys this configuration sets."""

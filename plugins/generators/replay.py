@@ -27,14 +27,15 @@ class ReplayGenerator(Generator):
     def generate(self, prompts, n, temperature, seed, checkpoint=None, iteration=1):
         from selfdev import EventStore
 
+        run = self.options.run
         with EventStore(self.db, readonly=True) as store:
-            if self.options.run not in store.run_ids():
-                raise ConfigError(f"config: [generator] replay: no run {self.options.run!r} in {self.db}")
-            recorded = [e for e in store.iter_events(run_id=self.options.run, types=["candidate.generated"])
+            if run not in store.run_ids():
+                raise ConfigError(f"config: [generator] replay: no run {run!r} in {self.db}")
+            recorded = [e for e in store.iter_events(run_id=run, types=["candidate.generated"])
                         if e.payload["iteration"] == iteration]
             recorded.sort(key=lambda e: e.payload["index"])
             return [Completion(store.get_text(e.payload["completion"]),
-                               meta={"replayed_from": self.options.run, "candidate_id": e.payload["candidate_id"]})
+                               meta={"replayed_from": run, "candidate_id": e.payload["candidate_id"]})
                     for e in recorded[:n]]
 
 

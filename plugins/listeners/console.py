@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from selfdev import hookimpl
+from selfdev import format_score, hookimpl
 
 
 class _Task:
@@ -59,8 +59,7 @@ class ConsoleListener:
             self.console.print(f"resuming {event.run_id} after event {p['at_version']}")
         elif event.type == "iteration.finished":
             s = p["stats"]
-            best = "-" if s.get("best") is None else f"{s['best']:.2f}"
-            mean = "-" if s.get("mean") is None else f"{s['mean']:.2f}"
+            best, mean = format_score(s.get("best")), format_score(s.get("mean"))
             rate = s.get("executable_rate") or 0.0
             self.console.print(f"iteration {s['iteration']}: T={s['temperature']:.3f} "
                                f"generated {s['generated']}, executable {rate:.0%}, "

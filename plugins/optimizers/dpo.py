@@ -209,7 +209,8 @@ class DPOOptimizer(Trainer):
         # checkpoint being refined
         if self.options.reference == "current" or same_as_initial:
             return None, lora.config()
-        return load_factory(policy.initial, device=device, dtype=self.options.dtype).model, lora.config()
+        initial = load_factory(policy.initial, device=device, dtype=self.options.dtype).model
+        return initial, lora.config()
 
 
 @hookimpl

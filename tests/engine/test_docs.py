@@ -59,3 +59,21 @@ def test_door_names_are_documented_and_resolve():
     assert not undocumented, undocumented
     for name in selfdev.__all__:
         assert getattr(selfdev, name) is not None, name
+
+
+def test_options_example_gives_the_documented_errors():
+    """The guide's Options example, run: each documented error line is what the engine says."""
+    section = (DOCS / "plugins.md").read_text().split("## Options", 1)[1].split("\n## ", 1)[0]
+    namespace: dict = {}
+    exec(compile(_python_blocks(section)[0], "docs/plugins.md", "exec"), namespace)
+    shown = re.search(r"```\n(config: .*?)```", section, re.S).group(1).strip().splitlines()
+    shuffle = namespace["Shuffle"]
+    said = []
+    for options in ({"model": "m", "epoch": 1}, {"model": "m", "lr": "fast"},
+                    {"model": "m", "mode": "all"}, {}, {"model": "m", "weights": [1.0, 2.0]}):
+        try:
+            shuffle(None, **options)
+        except selfdev.ConfigError as exc:
+            said.append(str(exc))
+    assert said == shown
+    assert shuffle(None, model="m", epochs=2, weights=[1, 1]).options.weights == [1.0, 1.0]

@@ -10,10 +10,10 @@ from pydantic import field_validator, model_validator
 
 import selfdev
 from selfdev.engine import hookimpl
-from selfdev.engine.api import Completion, ConfigError, Generator, NullProgress, Optimizer
-from selfdev.engine.config import check_options, from_dict
-from selfdev.engine.options import (component_doc, declared_options, describe_options,
-                                    legacy_parameters, validate_options)
+from selfdev.engine.api import (Completion, ConfigError, Generator, NullProgress, Optimizer,
+                                validate_options)
+from selfdev.engine.config import check_options, describe_options, from_dict, legacy_parameters
+from selfdev.engine.options import component_doc, declared_options
 from selfdev.engine.plugins import components_info, get_registry, pm
 from selfdev.store import EventStore
 
@@ -172,6 +172,16 @@ def test_validate_options_works_on_any_model():
     assert validate_options("executor", "x", Small, {"k": 4}).k == 4
     with pytest.raises(ConfigError, match=r"^config: \[executor\] k must be an integer in \(0, 10\); got 10$"):
         validate_options("executor", "x", Small, {"k": 10})
+
+
+def test_a_value_that_may_be_a_secret_is_not_repeated():
+    class Keyed(selfdev.Options):
+        key_env: str = selfdev.Field("API_KEY", pattern=r"^[A-Z_]+$",
+                                     json_schema_extra={"hide_value": True})
+
+    with pytest.raises(ConfigError) as exc:
+        validate_options("generator", "x", Keyed, {"key_env": "sk-123"})
+    assert str(exc.value) == "config: [generator] key_env must be a string matching ^[A-Z_]+$"
 
 
 # ---- components written before options were declared -------------------------------------------

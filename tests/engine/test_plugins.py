@@ -110,7 +110,7 @@ def test_wrong_kind_is_refused():
 
     pm.register(Wrong(), name="wrong-plugin")
     try:
-        with pytest.raises(ConfigError, match="not a subclass of engine.api.Generator"):
+        with pytest.raises(ConfigError, match="not a subclass of selfdev.Generator"):
             get_registry()
     finally:
         pm.unregister(name="wrong-plugin")

@@ -1,5 +1,4 @@
 """End-to-end runs of the real loop on the digits domain (real sandbox, real store)."""
-import json
 
 import pytest
 

@@ -2,7 +2,6 @@
 obvious attacks are covered in test_policy.py; these pass the static screen and must be
 stopped at run time, or are resource attacks that only the OS layer can stop."""
 import json
-import os
 import time
 
 import pytest

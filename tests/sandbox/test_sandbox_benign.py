@@ -1,5 +1,4 @@
 """Benign merges keep working and return exactly what the same code returns unsandboxed."""
-import math
 
 import pytest
 import torch

@@ -4,7 +4,6 @@ not appear, a TCP listener that must get no connection, an environment secret, a
 fd that must stay empty, a victim process that must survive."""
 import os
 import secrets
-import signal
 import socket
 import subprocess
 import sys

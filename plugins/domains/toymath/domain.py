@@ -49,8 +49,9 @@ class ToyMathDomain(LMDomain):
         n_test: Count = Field(None, ge=1, description="recipe override: test problems")
 
         #: the options that override the size's recipe
-        RECIPE_KEYS: ClassVar[tuple[str, ...]] = ("hidden", "layers", "intermediate", "seed_steps", "seed_lr",
-                                                  "expert_steps", "expert_lr", "n_dev", "n_test")
+        RECIPE_KEYS: ClassVar[tuple[str, ...]] = ("hidden", "layers", "intermediate", "seed_steps",
+                                                  "seed_lr", "expert_steps", "expert_lr", "n_dev",
+                                                  "n_test")
 
         @model_validator(mode="after")
         def _families_of_the_set(self) -> "ToyMathDomain.Options":

@@ -50,13 +50,23 @@ class RunsScreen(Screen):
         for key in COLUMNS:
             table.add_column(HEADERS[key], key=key)
         table.focus()
-        self.reload()
         if self.refresh_every:
-            self.set_interval(self.refresh_every, self.reload)
+            self.set_interval(self.refresh_every, self._tick)
+
+    def on_screen_resume(self) -> None:
+        """Read the runs whenever the list comes (back) into view, the first time included
+        (after the next refresh: ``selfdev tui RUN`` puts a run screen over it at once)."""
+        self.call_after_refresh(self._tick)
+
+    def _tick(self) -> None:
+        # a hidden list is not polled: under a run screen it would fold every run again,
+        # competing with the run screen's own loader for the two cores
+        if self.is_current:
+            self.reload()
 
     @work(thread=True, exclusive=True, group="runs", exit_on_error=False)
     def reload(self) -> None:
-        """Read the runs projection in a worker (its own read-only connection)."""
+        """Fold the runs listing in a worker (its own read-only connection)."""
         with EventStore(self.store.path, readonly=True) as store:
             rows = list_runs(store, self.app.clock, self.store.path)
         try:

@@ -41,14 +41,22 @@ def selfdev_version() -> str:
 def selfdev_home() -> Path:
     """``$SELFDEV_HOME`` (default ``~/.selfdev``): the default database, caches and artifacts."""
     home = Path(os.environ.get("SELFDEV_HOME") or Path.home() / ".selfdev")
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a user's setting, so one line (SelfdevError), not a traceback
+        raise SelfdevError(f"SELFDEV_HOME {home} cannot be created ({exc.strerror}); set "
+                           "SELFDEV_HOME to a folder you can write, or pass --db") from None
     return home
 
 
 def cache_dir(*parts: str) -> Path:
     """A cache folder under ``$SELFDEV_HOME/cache`` (created)."""
     path = selfdev_home().joinpath("cache", *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SelfdevError(f"cannot create the cache folder {path} ({exc.strerror}); set "
+                           "SELFDEV_HOME to a folder you can write") from None
     return path
 
 
@@ -116,7 +124,15 @@ class ConfigError(SelfdevError):
 
 @dataclass
 class Completion:
-    """One sample from an algorithm factory: the raw text plus optional metadata."""
+    """One sample from an algorithm factory: the raw text plus optional metadata.
+
+    ``text`` is the factory's answer as it came out: the engine stores it whole (a blob of
+    ``candidate.generated``) and takes from it the first fenced code block that defines
+    ``merge_models`` (or, with no such block, bare code that does); everything else in the
+    text is ignored. ``prompt_index`` says which of the prompts it answers. ``meta`` is recorded as
+    ``candidate.generated``'s ``meta``: a JSON object (str keys; finite numbers, strings, lists,
+    dicts), e.g. token counts or the sampling parameters actually used.
+    """
 
     text: str
     prompt_index: int = 0
@@ -270,7 +286,13 @@ def validate_options(kind: str, name: str, model: type[_options.Options],
 
 
 class Generator(Component):
-    """An algorithm factory: samples completions that should contain ``merge_models``."""
+    """An algorithm factory: samples completions that should contain ``merge_models``.
+
+    The contract: ``generate`` returns ``n`` :class:`Completion` objects per prompt (the engine
+    passes one prompt, the domain's, and records completion ``i`` as candidate ``i`` of the
+    iteration); an empty list fails the run. A completion whose text holds no ``merge_models``
+    is recorded and rejected at screening, not an error.
+    """
 
     def generate(
         self,
@@ -337,9 +359,31 @@ class Domain(Component):
 
 
 class Evaluator(Component):
-    """Scores a merged model on a split (``dev`` or ``test``); ``score`` is the main metric."""
+    """Scores a model on a split (``dev`` or ``test``); ``score`` is the main metric.
 
-    def evaluate(self, domain: Domain, model: Any, split: str) -> dict[str, float]:
+    Trusted code: it runs in the engine's process, never in the candidate's sandbox.
+    """
+
+    def evaluate(self, domain: Domain, model: Any, split: str) -> dict[str, Any]:
+        """Score ``model`` on ``split`` and return its metrics.
+
+        ``domain`` is the run's prepared :class:`Domain`: the methods every domain has
+        (``expert_names()``, ``seed_model()``, ...) plus what that domain offers evaluators,
+        e.g. ``labelled_split(split) -> (X, y)`` tensors on ``digits``, ``eval_spec()`` on ``lm``
+        and ``toymath``; check with ``getattr`` and raise ``ConfigError`` naming what is missing.
+        ``model`` is the domain's model handle, whatever its ``seed_model()``,
+        ``expert_model(name)`` and a successful ``apply(...).model`` return (a
+        ``torch.nn.Module`` of logits on ``digits``, an ``LMModel`` handle on ``lm``): the same
+        call scores the seed, each expert, every baseline and every candidate.
+
+        The returned dict must hold ``"score"`` (a finite float, higher is better, or None when
+        the model cannot be scored): ranking, preference pairs and the final selection read
+        it. Every other key is an extra metric, recorded as it is with the score in the
+        ``metrics`` of ``candidate.evaluated`` (and of ``baseline.evaluated``, per split): give
+        JSON values (str keys; finite numbers, strings, lists, dicts). An exception on a
+        candidate marks that candidate ``error`` ("evaluation failed: ...") and the run goes on;
+        on the seed, an expert or a baseline it fails the run.
+        """
         raise NotImplementedError
 
 

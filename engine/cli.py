@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,8 +15,9 @@ from typing import Any, Iterator
 
 import click
 
-from selfdev.engine.api import SelfdevError, format_score
-from selfdev.engine.runs import load_state, open_store, resolve_run, run_summaries
+from selfdev.engine.api import SelfdevError
+from selfdev.engine.runs import (load_state, open_store, resolve_run, run_summaries,
+                                 writer_status, writer_statuses)
 
 
 db_option = click.option("--db", "db", type=click.Path(dir_okay=False, path_type=Path),
@@ -50,20 +52,72 @@ class SelfdevGroup(click.Group):
     """Turns user-fixable errors into one line instead of a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from selfdev.engine.plugins import debug_enabled
         from selfdev.store import StoreError
 
         try:
             return super().invoke(ctx)
         except (SelfdevError, StoreError) as exc:
+            if debug_enabled():  # the one line hides where it came from; --debug shows it
+                import traceback
+
+                traceback.print_exception(exc, file=sys.stderr)
             click.echo(f"error: {exc}", err=True)
             ctx.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted; `selfdev resume RUN` continues where the log stops", err=True)
-            ctx.exit(130)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see main)
+            click.echo(interrupted_line(exc), err=True)
+            ctx.exit(128 + signal.SIGTERM if isinstance(exc, Terminated) else 130)
+        except click.UsageError as exc:
+            # click would print usage, a hint and the error on three lines; selfdev's rule for
+            # anything the user can fix is one line that names what is wrong (a group given
+            # no subcommand still shows its help, as click does)
+            if isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):
+                raise
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()} (see `{where} --help`)", err=True)
+            ctx.exit(exc.exit_code)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so a terminated run stops exactly as one
+    interrupted with Ctrl-C: the event being appended is committed whole or not at all,
+    components are closed (sandbox children killed), and the user is told how to resume."""
+
+
+#: the run this process is driving, for the line printed when it is interrupted
+_active_run: str | None = None
+
+
+def interrupted_line(exc: BaseException) -> str:
+    what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+    if _active_run is None:
+        return what
+    return (f"{what}: run {_active_run} stopped; every event it recorded is kept, and "
+            f"`selfdev resume {_active_run}` continues where its log stops")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    # once: a second SIGTERM during the clean-up ends the process at once (whatever was
+    # committed stays committed; an append in flight is rolled back by SQLite)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    raise Terminated()
+
+
+def _debug_option(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    """``--debug`` sets ``SELFDEV_DEBUG=1`` for the command, so engine code and plugins see one
+    switch; plugins loaded before the option was parsed get their tracebacks printed now."""
+    if value:
+        from selfdev.engine.plugins import print_load_tracebacks
+
+        os.environ["SELFDEV_DEBUG"] = "1"
+        print_load_tracebacks()
 
 
 @click.group(cls=SelfdevGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="selfdev", prog_name="selfdev")
+@click.option("--debug", is_flag=True, envvar="SELFDEV_DEBUG", expose_value=False, is_eager=True,
+              callback=_debug_option,
+              help="Print the traceback of errors (plugin code included); or SELFDEV_DEBUG=1.")
 def cli() -> None:
     """selfdev: LLM-driven discovery of model-merging algorithms, with every step in an
     append-only, hash-chained event log.
@@ -74,13 +128,16 @@ def cli() -> None:
       selfdev show latest          # its tables again
       selfdev tui                  # replay and audit it in the terminal
     """
+    if _load_refusal is not None:  # SELFDEV_LOAD_PLUGINS names a plugin that is not installed
+        raise _load_refusal
 
 
 def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
     """Start a run from ``cfg`` and drive it to the end."""
     from selfdev.engine.loop import start_run
 
-    run_id = start_run(store, cfg)
+    global _active_run
+    run_id = _active_run = start_run(store, cfg)
     if not quiet:
         click.echo(f"run {run_id} (resume with `selfdev resume {run_id}`)", err=True)
     finish(store, run_id, quiet, as_json)
@@ -90,9 +147,11 @@ def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
     from selfdev.engine.loop import Runner
     from selfdev.engine.report import render, summary
 
+    global _active_run
+    _active_run = run_id
     with console_listener(quiet or as_json) as progress:
         state = Runner(store, run_id, progress=progress).run()
-    data = summary(state)
+    data = summary(state, head=store.head(run_id)[1])
     if as_json:
         echo_json(data)
     else:
@@ -150,7 +209,7 @@ def run(config: Path, quiet: bool, as_json: bool, db: Path | None) -> None:
 @db_option
 def resume(run_ref: str, quiet: bool, as_json: bool, db: Path | None) -> None:
     """Continue a run from its log (after a crash, kill or failure)."""
-    with open_store(db, readonly=False) as store:
+    with open_store(db, readonly=False, create=False) as store:
         finish(store, resolve_run(store, run_ref), quiet, as_json)
 
 
@@ -160,22 +219,23 @@ def resume(run_ref: str, quiet: bool, as_json: bool, db: Path | None) -> None:
 def runs(as_json: bool, db: Path | None) -> None:
     """List the runs in the database."""
     with open_store(db, readonly=True) as store:
-        rows = run_summaries(store)
+        rows = writer_statuses(store, run_summaries(store))
     if as_json:
         echo_json(rows)
         return
     from rich.console import Console
-    from rich.table import Table
 
-    t = Table()
-    for col in ("run", "status", "domain", "generator", "optimizer", "iters", "best dev",
-                "best test", "started"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["run_id"], r["status"], str(r.get("domain")), str(r.get("generator")),
-                  str(r.get("optimizer")), str(r.get("iterations")), format_score(r.get("best_dev")),
-                  format_score(r.get("best_test")), str(r.get("started_at", ""))[:19])
-    Console().print(t)
+    from selfdev.engine.report import runs_table
+
+    console = Console()
+    # piped: no width to fit, so nothing is left out (rich would otherwise assume 80 columns)
+    table, dropped = runs_table(rows, console.width if console.is_terminal else None)
+    if not console.is_terminal:
+        console = Console(width=10_000)
+    console.print(table)
+    if dropped:
+        console.print(f"(not shown at {console.width} columns: {', '.join(dropped)}; "
+                      "`--json` has all)", highlight=False)
 
 
 @cli.command()
@@ -187,7 +247,9 @@ def show(run_ref: str, as_json: bool, db: Path | None) -> None:
     from selfdev.engine.report import render, summary
 
     with open_store(db, readonly=True) as store:
-        data = summary(load_state(store, resolve_run(store, run_ref)))
+        run_id = resolve_run(store, run_ref)
+        data = summary(load_state(store, run_id), head=store.head(run_id)[1])
+        data["status"] = writer_status(store, run_id, data["status"])
     if as_json:
         echo_json(data)
     else:
@@ -199,16 +261,17 @@ def show(run_ref: str, as_json: bool, db: Path | None) -> None:
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
 @click.option("--type", "types", multiple=True, help="Event type, or a prefix ending in '.'.")
-@click.option("--after", default=0, type=int, help="Only events after this position.")
-@click.option("--limit", default=None, type=int)
+@click.option("--after", default=0, type=click.IntRange(0), help="Only events after this position.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="At most this many events.")
 @json_option
 @db_option
 def events(run_ref: str, types: tuple[str, ...], after: int, limit: int | None, as_json: bool,
            db: Path | None) -> None:
     """The events of a run, in log order."""
     with open_store(db, readonly=True) as store:
-        found = store.read(run_id=resolve_run(store, run_ref), after=after,
-                           types=list(types) or None, limit=limit)
+        run_id = resolve_run(store, run_ref)
+        check_types(store, run_id, types)
+        found = store.read(run_id=run_id, after=after, types=list(types) or None, limit=limit)
     if as_json:
         echo_json([{"position": e.position, "event_id": e.event_id, "run_id": e.run_id,
                     "stream_version": e.stream_version, "type": e.type,
@@ -220,22 +283,49 @@ def events(run_ref: str, types: tuple[str, ...], after: int, limit: int | None, 
         click.echo(f"{e.position:>8}  {e.type:<22} {e.source:<32} {text[:100]}")
 
 
+def check_types(store: Any, run_id: str, types: tuple[str, ...]) -> None:
+    """Refuse a ``--type`` that names no event type selfdev knows and none in the run: an
+    empty answer would read as "no such events yet" when the name is simply wrong."""
+    from selfdev.engine.events import EVENT_TYPES
+
+    if not types:
+        return
+    known = sorted(set(EVENT_TYPES) | set(store.types(run_id=run_id)))
+    for t in types:
+        if not any(k == t or (t.endswith(".") and k.startswith(t)) for k in known):
+            raise SelfdevError(f"--type {t!r} matches no event type; the types are "
+                               f"{', '.join(known)} (or a prefix ending in '.', e.g. 'candidate.')")
+
+
 @cli.command()
 @click.argument("run_ref", metavar="[RUN]", required=False)
+@click.option("--head", "head", metavar="HASH", default=None,
+              help="The run's head hash recorded earlier (`selfdev show`, export's report.json): "
+                   "fail unless the run's log still reaches it.")
 @json_option
 @db_option
-def verify(run_ref: str | None, as_json: bool, db: Path | None) -> None:
-    """Re-derive every hash; exit 0 when intact, else name the first broken position."""
+def verify(run_ref: str | None, head: str | None, as_json: bool, db: Path | None) -> None:
+    """Re-derive every hash; exit 0 when intact, else name the first broken position.
+
+    A hash chain cannot tell a run whose last events were deleted from a shorter run; with
+    `--head HASH` (the head printed by `selfdev show` when the run finished) it can."""
+    if head is not None and not run_ref:
+        raise SelfdevError("--head needs the RUN it belongs to: selfdev verify RUN --head HASH")
     with open_store(db, readonly=True) as store:
         run_id = resolve_run(store, run_ref) if run_ref else None
-        result = store.verify(run_id)
+        result = store.verify(run_id, head=head)
     if as_json:
         echo_json({"ok": result.ok, "checked": result.checked, "first_broken": result.first_broken,
-                   "reason": result.reason, "heads": result.heads})
+                   "reason": result.reason, "heads": result.heads, "head": head,
+                   "head_reached_at": result.reached})
     elif result.ok:
         click.echo(f"intact: {result.checked} events verified")
-        for rid, head in sorted(result.heads.items()):
-            click.echo(f"  {rid}  head {head}")
+        for rid, last in sorted(result.heads.items()):
+            click.echo(f"  {rid}  head {last}")
+        if head is not None:
+            click.echo(f"  {run_id} reaches head {head} (event {result.reached})")
+    elif result.first_broken is None:
+        click.echo(f"BROKEN: {result.reason}")
     else:
         click.echo(f"BROKEN at position {result.first_broken}: {result.reason}")
     if not result.ok:
@@ -262,18 +352,23 @@ def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
                       f"# dev {c.dev}  test {c.test}  ast {c.ast_hash}\n")
             path.write_text(header + store.get_text(c.code))
             written.append(path.name)
-        report = summary(state)
+        report = summary(state, head=store.head(run_id)[1])
         report["files"] = written
         (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     click.echo(f"wrote {len(written)} algorithms and report.json to {out}")
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @click.option("--options", "with_options", is_flag=True,
               help="List every component with its description and options instead.")
 @json_option
-def plugins(with_options: bool, as_json: bool) -> None:
-    """Installed plugins, their hooks and the components they register."""
+@click.pass_context
+def plugins(ctx: click.Context, with_options: bool, as_json: bool) -> None:
+    """Installed plugins, their hooks and the components they register.
+
+    Subcommands: `selfdev plugins new KIND NAME` scaffolds a plugin package."""
+    if ctx.invoked_subcommand is not None:
+        return
     from selfdev.engine.plugins import components_info, plugins_info
 
     if with_options:
@@ -345,15 +440,22 @@ def _attach_plugin_commands() -> None:
 
     cli.add_command(sandbox_cli)
 
-    call_commands(cli)
+    global _load_refusal
+    try:
+        call_commands(cli)
+    except SelfdevError as exc:  # refused when a command runs, so --help still works
+        _load_refusal = exc
 
 
+_load_refusal: SelfdevError | None = None
 _attach_plugin_commands()
 
 
 def main() -> None:
     # OpenMP's default spin-waiting makes torch several times slower on a busy 2-core machine.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    # `kill`, systemd, a batch scheduler: stop as Ctrl-C does, saying which run to resume
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli(prog_name="selfdev")
 
 

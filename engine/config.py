@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,10 +128,12 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     if unknown:
         raise ConfigError(f"config: unknown section [{unknown[0]}]; allowed: {', '.join(SECTIONS)}")
     cfg = RunConfig()
-    for section, cls in PLAIN.items():
+    for section in SECTIONS:
         table = data.get(section, {})
         if not isinstance(table, dict):
-            raise ConfigError(f"config: [{section}] must be a table")
+            raise ConfigError(_not_a_table(section, table))
+    for section, cls in PLAIN.items():
+        table = data.get(section, {})
         fields = {f.name: f.type for f in dataclasses.fields(cls)}
         values = {}
         for key, value in table.items():
@@ -152,8 +155,6 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
         raise ConfigError("config: [temperature] t1 must be positive and beta non-negative")
     for section in COMPONENTS:
         table = dict(data.get(section, {}))
-        if not isinstance(data.get(section, {}), dict):
-            raise ConfigError(f"config: [{section}] must be a table")
         default = getattr(cfg, section).name
         name = table.pop("name", default)
         if not isinstance(name, str):
@@ -162,13 +163,28 @@ def from_dict(data: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+def _not_a_table(section: str, value: Any) -> str:
+    """``generator = "grammar"`` where ``[generator]`` with ``name = "grammar"`` was meant."""
+    if section in COMPONENTS and isinstance(value, str):
+        quoted = json.dumps(value)  # a TOML basic string
+        return (f"config: {section} = {quoted} must be a table: write [{section}] and on the "
+                f"next line name = {quoted} (or {section} = {{ name = {quoted} }})")
+    return f"config: [{section}] must be a table, got {type(value).__name__} {value!r}"
+
+
 def load(path: str | Path) -> RunConfig:
-    """Read and validate a TOML file."""
+    """Read and validate a TOML file (UTF-8, as TOML requires)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"config: cannot read {path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError(f"config: {path} is not UTF-8 text (byte {raw[exc.start]:#04x} on "
+                          f"line {line}); TOML files are UTF-8: save it as UTF-8") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -137,7 +137,7 @@ class CandidateEvaluated(Event):
 
 @dataclass
 class PairsBuilt(Event):
-    """Preference pairs from dev scores; each pair holds candidate ids and scores."""
+    """Preference pairs from dev scores; each pair is ``[chosen id, rejected id]``."""
 
     TYPE = "pairs.built"
     iteration: int = 0
@@ -180,16 +180,74 @@ class SelectionTested(Event):
 
 @dataclass
 class RunFinished(Event):
+    """The run completed; ``summary`` is the final comparison table (one row per method:
+    ``method``, ``dev``, ``test``, ``params``). Nothing follows it in the log."""
+
     TYPE = "run.finished"
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
 class RunFailed(Event):
-    """The run stopped on an error it cannot get past (it can be resumed after a fix)."""
+    """The run stopped on an error it cannot get past (it can be resumed after a fix).
+
+    Version 2 names what raised, so a failure can be traced to its plugin from the log alone:
+    ``exception`` is the exception's class (``module.QualName``, builtins bare), ``plugin`` the
+    plugin whose code raised (None when it was the engine's own code) and ``traceback`` the
+    formatted traceback (capped at :data:`TRACEBACK_CHARS`, keeping the innermost frames).
+    Version 1 events carry ``reason`` only; read back, the new fields take their defaults.
+    """
 
     TYPE = "run.failed"
+    VERSION = 2
     reason: str = ""
+    exception: str | None = None
+    plugin: str | None = None
+    traceback: str | None = None
+
+
+@dataclass
+class ListenerFailed(Event):
+    """An ``on_event`` listener raised; the run went on without it for that event.
+
+    Recorded once per listener and run process (a listener that fails on every event would
+    otherwise double the log), so an auditor learns that the listener's output from
+    ``event_position`` on may be incomplete. ``listener`` is the plugin name the listener was
+    registered under; ``event_type`` and ``event_position`` name the event it failed on.
+    Nothing is appended after a run's closing event (``run.finished``, ``run.failed``), so a
+    failure on one of those is reported on stderr only.
+    """
+
+    TYPE = "listener.failed"
+    listener: str = ""
+    event_type: str = ""
+    event_position: int = 0
+    exception: str = ""
+    error: str = ""
+    traceback: str = ""
+
+
+#: the longest traceback text an event keeps (the innermost frames are the ones kept)
+TRACEBACK_CHARS = 8000
+
+
+def exception_name(exc: BaseException) -> str:
+    """``ValueError`` for builtins, ``package.module.QualName`` for everything else."""
+    cls = type(exc)
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def format_traceback(exc: BaseException) -> str:
+    """The exception's traceback as Python prints it (its causes included), capped at
+    :data:`TRACEBACK_CHARS` from the end, where the frame that raised is."""
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if len(text) > TRACEBACK_CHARS:
+        text = "...\n" + text[-TRACEBACK_CHARS:]
+    return text
 
 
 def parse(type_: str, payload: dict[str, Any]) -> Event | None:

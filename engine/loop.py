@@ -12,6 +12,7 @@ import os
 import random
 import secrets
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -160,18 +161,70 @@ def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
                             selfdev_version=selfdev_version())
     from selfdev.store import NewEvent
 
-    store.append(run_id, [NewEvent(started.TYPE, started.payload(), started.VERSION)],
-                 expected_version=0)
+    stored = store.append(run_id, [NewEvent(started.TYPE, started.payload(), started.VERSION)],
+                          expected_version=0)
+    deliver(store, stored)
     return run_id
 
 
-def emit_listeners(stored: Any) -> None:
-    """Call every ``on_event`` listener; a failing listener never breaks the run."""
+#: events after which nothing is appended to a run's log (readers stop following there)
+CLOSING = ("run.finished", "run.failed")
+
+#: (run id, listener) pairs already reported in this process: a listener is reported once
+_listener_reported: set[tuple[str, str]] = set()
+
+
+def emit_listeners(stored: Any) -> list[ev.ListenerFailed]:
+    """Call every ``on_event`` listener with one committed event; return the failures to record.
+
+    A failing listener never breaks the run, but its failure is not silent either: the first
+    time a listener raises in a run (in this process) its traceback goes to stderr and a
+    ``listener.failed`` event is returned for the log, so an auditor knows that listener's view
+    may be incomplete from there on. Later failures of the same listener are passed over (one
+    that fails on every event would otherwise flood stderr and double the log); it is still
+    called with every event.
+    """
+    failures: list[ev.ListenerFailed] = []
     for impl in plugin_mod.pm.hook.on_event.get_hookimpls():
         try:
-            impl.function(event=stored)
-        except Exception:  # noqa: BLE001 - listeners are best effort by contract
-            pass
+            plugin_mod.call_impl(impl, event=stored)
+        except Exception as exc:  # noqa: BLE001 - listeners must not break the run
+            key = (stored.run_id, impl.plugin_name)
+            if key in _listener_reported:
+                continue
+            _listener_reported.add(key)
+            recorded = stored.type not in CLOSING
+            tail = ("recorded as listener.failed" if recorded
+                    else f"not recorded: nothing follows {stored.type} in the log")
+            text = ev.format_traceback(exc)
+            print(f"warning: listener {impl.plugin_name!r} raised on {stored.type} (position "
+                  f"{stored.position}) and the run goes on; {tail}; later failures of this "
+                  f"listener in this run are not reported\n{text}", end="", file=sys.stderr)
+            if recorded:
+                failures.append(ev.ListenerFailed(
+                    listener=impl.plugin_name, event_type=stored.type,
+                    event_position=stored.position, exception=ev.exception_name(exc),
+                    error=str(exc)[:2000], traceback=text))
+    return failures
+
+
+def deliver(store: Any, stored: list[Any]) -> list[Any]:
+    """Deliver committed events to the listeners in log order; record the listeners' failures
+    (which are delivered in turn). Returns the ``listener.failed`` events it appended."""
+    from selfdev.store import NewEvent
+
+    appended: list[Any] = []
+    batch = list(stored)
+    while batch:
+        failures = [f for s in batch for f in emit_listeners(s)]
+        if not failures:
+            break
+        head = batch[-1]
+        batch = store.append(head.run_id, [NewEvent(f.TYPE, f.payload(), f.VERSION)
+                                           for f in failures],
+                             expected_version=head.stream_version)
+        appended += batch
+    return appended
 
 
 class Runner:
@@ -185,6 +238,9 @@ class Runner:
         if not events:
             raise SelfdevError(f"no run {run_id!r} in {getattr(store, 'path', 'the database')}")
         self.state = fold(events)
+        # a run that did more than start (listener failures on run.started aside) is resumed
+        self.resuming = any(e.type not in (ev.RunStarted.TYPE, ev.ListenerFailed.TYPE)
+                            for e in events)
         if self.state.started is None:
             raise SelfdevError(f"run {run_id!r} has no run.started event")
         self.cfg = from_dict(self.state.started.config)
@@ -236,15 +292,15 @@ class Runner:
         stored = self.store.append(self.run_id, batch, expected_version=self.state.version)
         for s in stored:
             apply(self.state, s)
-        for s in stored:
-            emit_listeners(s)
+        for s in deliver(self.store, stored):
+            apply(self.state, s)
 
     # ---- the loop --------------------------------------------------------------------------
 
     def run(self) -> RunState:
         if self.state.finished is not None:
             return self.state
-        if self.state.version > 1:
+        if self.resuming:
             self.emit(ev.RunResumed(at_version=self.state.version))
         try:
             if self.state.prepared is None:
@@ -258,18 +314,28 @@ class Runner:
                     break
                 getattr(self, f"do_{step.kind}")(step)
         except SelfdevError as exc:
-            self.emit(ev.RunFailed(reason=str(exc)))
+            self.fail(exc, str(exc))
             raise
         except KeyboardInterrupt:
             raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            self.emit(ev.RunFailed(reason=reason))
-            raise SelfdevError(f"run {self.run_id} failed: {reason}; "
-                               f"fix it and `selfdev resume {self.run_id}`") from exc
+            plugin = self.fail(exc, reason)
+            where = f" in plugin {plugin!r}" if plugin else ""
+            raise SelfdevError(f"run {self.run_id} failed{where}: {reason}; fix it and "
+                               f"`selfdev resume {self.run_id}` (--debug shows the traceback)"
+                               ) from exc
         finally:
             self.close()
         return self.state
+
+    def fail(self, exc: BaseException, reason: str) -> str | None:
+        """Record ``run.failed`` with what raised (exception class, plugin, traceback), so the
+        log alone tells an author where to look; return the plugin (None: the engine)."""
+        plugin = plugin_mod.plugin_of(exc)
+        self.emit(ev.RunFailed(reason=reason, exception=ev.exception_name(exc), plugin=plugin,
+                               traceback=ev.format_traceback(exc)))
+        return plugin
 
     def baseline_labels(self) -> list[str]:
         self.baseline_table = {"seed": ("seed", {}, None)}

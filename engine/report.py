@@ -62,8 +62,13 @@ def final_table(state: RunState) -> list[dict[str, Any]]:
     return rows
 
 
-def summary(state: RunState) -> dict[str, Any]:
-    """Everything ``selfdev show RUN`` reports, with no timestamps outside ``timing``."""
+def summary(state: RunState, head: str | None = None) -> dict[str, Any]:
+    """Everything ``selfdev show RUN`` reports, with no timestamps outside ``timing``.
+
+    ``head`` is the hash of the run's last event as the store has it (the fold never sees
+    hashes); it is the anchor ``selfdev verify RUN --head HASH`` checks the log against later,
+    so it is printed and exported with every run.
+    """
     started = state.started
     iterations = []
     for t in sorted(state.iterations):
@@ -79,6 +84,7 @@ def summary(state: RunState) -> dict[str, Any]:
     return {
         "run_id": state.run_id,
         "status": status(state),
+        "head": head,
         "failed": state.failed,
         "config": started.config if started else {},
         "domain": domain,
@@ -104,11 +110,18 @@ def render(data: dict[str, Any], console: Any) -> None:
                   f"  generator {cfg.get('generator', {}).get('name')}"
                   f"  optimizer {cfg.get('optimizer', {}).get('name')}"
                   f"  seed {cfg.get('run', {}).get('seed')}")
+    if data.get("head"):
+        # soft_wrap: the hash stays on one line, whole, whatever the width (it is copied)
+        console.print(f"head {data['head']} after {data['events']} events "
+                      f"(check later: selfdev verify {data['run_id']} --head HASH)",
+                      soft_wrap=True, highlight=False)
     if data.get("failed"):
         console.print(f"[red]failed:[/] {data['failed']}")
     if data["iterations"]:
-        t = Table(title="iterations")
-        for col in ("iter", "T", "generated", "accepted", "executable", "best dev", "mean dev", "pairs"):
+        # "best"/"mean" (of dev scores, as the title says) keep all eight headers whole at 80
+        # columns, the width of a default terminal and of rich's output when piped
+        t = Table(title="iterations (dev scores)")
+        for col in ("iter", "T", "generated", "accepted", "executable", "best", "mean", "pairs"):
             t.add_column(col, justify="right")
         for s in data["iterations"]:
             rate = s.get("executable_rate")
@@ -134,3 +147,50 @@ def render(data: dict[str, Any], console: Any) -> None:
             params = " ".join(f"{k}={v}" for k, v in r["params"].items() if k != "expert")
             t.add_row(r["method"], params, format_score(r["dev"]), format_score(r["test"]))
         console.print(t)
+
+
+#: the columns of ``selfdev runs``, and which to leave out first when the terminal is narrow
+RUNS_COLUMNS = ("run", "status", "domain", "generator", "optimizer", "iters", "best dev",
+                "best test", "started")
+RUNS_DROP_ORDER = ("started", "optimizer", "generator", "domain", "iters")
+
+
+def runs_cells(r: dict[str, Any]) -> list[str]:
+    """One ``selfdev runs`` row as text, in :data:`RUNS_COLUMNS` order."""
+    iters = "-" if r.get("iterations") is None else \
+        f"{r.get('current_iteration') or 0}/{r['iterations']}"
+    return [r["run_id"], str(r["status"] or "-"), str(r.get("domain") or "-"),
+            str(r.get("generator") or "-"), str(r.get("optimizer") or "-"), iters,
+            format_score(r.get("best_dev")), format_score(r.get("best_test")),
+            str(r.get("started_at") or "")[:16].replace("T", " ")]
+
+
+def runs_table(rows: list[dict[str, Any]], width: int | None) -> tuple[Any, list[str]]:
+    """The ``selfdev runs`` table for ``width`` columns (None: unlimited, as when piped) and the
+    columns it had to leave out.
+
+    Run ids are what a user copies into the next command, so they are never cut: columns are
+    left out whole (:data:`RUNS_DROP_ORDER`) until the rest fits, rather than every column
+    being shortened to ``run-2…``.
+    """
+    from rich import box
+    from rich.table import Table
+
+    cells = [runs_cells(r) for r in rows]
+    widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(RUNS_COLUMNS)]
+    keep = list(range(len(RUNS_COLUMNS)))
+    dropped: list[str] = []
+    for name in RUNS_DROP_ORDER:
+        # columns are apart by their padding (1 + 1) and the box's blank divider (1)
+        if width is None or sum(widths[i] for i in keep) + 3 * (len(keep) - 1) <= width:
+            break
+        keep.remove(RUNS_COLUMNS.index(name))
+        dropped.append(name)
+    t = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for i in keep:
+        right = RUNS_COLUMNS[i] in ("iters", "best dev", "best test")
+        t.add_column(RUNS_COLUMNS[i], no_wrap=True, justify="right" if right else "left",
+                     min_width=widths[i] if i == 0 else None, overflow="fold")
+    for row in cells:
+        t.add_row(*(row[i] for i in keep))
+    return t, dropped

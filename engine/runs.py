@@ -21,16 +21,32 @@ def default_db() -> Path:
     return selfdev_home() / "runs.db"
 
 
-def open_store(db: Path | None, *, readonly: bool) -> Any:
-    """The event store at ``db`` (default :func:`default_db`); read-only opens never create it."""
-    from selfdev.store import EventStore
+def open_store(db: Path | None, *, readonly: bool, create: bool = True) -> Any:
+    """The event store at ``db`` (default :func:`default_db`).
+
+    Read-only opens never create it, and neither does a writer with ``create=False``
+    (``selfdev resume`` continues a run, so a mistyped ``--db`` must not leave a new, empty
+    database behind). Whatever the store refuses (not SQLite, another application's file, a
+    read-only file or folder) comes back as its one-line :class:`~selfdev.store.StoreError`.
+    """
+    from selfdev.store import EventStore, StoreError, WriterLockedError
 
     path = db or default_db()
-    if readonly and not path.exists():
+    if (readonly or not create) and not path.exists():
         raise SelfdevError(f"no database at {path} (run `selfdev demo` or pass --db)")
     if not readonly:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    return EventStore(path, readonly=readonly, writer=" ".join(sys.argv))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SelfdevError(f"cannot create the folder {path.parent} for the database: "
+                               f"{exc.strerror}") from None
+    try:
+        return EventStore(path, readonly=readonly, writer=" ".join(sys.argv))
+    except StoreError as exc:
+        if db is not None or isinstance(exc, WriterLockedError):
+            raise
+        raise SelfdevError(f"{exc} (the default database, in $SELFDEV_HOME: set SELFDEV_HOME "
+                           "or pass --db)") from None
 
 
 def resolve_run(store: Any, ref: str) -> str:
@@ -135,3 +151,37 @@ def _listed(store: Any, stream: Any) -> dict[str, Any]:
     unfinished = state.finished is None
     _LISTED[key] = _Listed(stream.head, row, state if unfinished else None, position, last_hash)
     return row
+
+
+def writer_statuses(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` (from :func:`run_summaries`) with each unfinished run's status told by the
+    writer lock: a run whose log neither finished nor failed is ``running`` only while a
+    process holds the database's writer lock and only if it is the run written last (one
+    writer writes one run at a time, and a resumed run records ``run.resumed`` first); any
+    other is ``interrupted``: its writer died or was stopped, and ``selfdev resume``
+    continues it. The lock is read, never taken (:func:`selfdev.store.lock.current_holder`).
+    """
+    if not any(r.get("status") == "running" for r in rows):
+        return rows
+    latest = max(rows, key=lambda r: r.get("last_position") or 0)["run_id"]
+    live = latest if _writer_alive(store) else None
+    return [dict(r, status="interrupted")
+            if r.get("status") == "running" and r["run_id"] != live else r for r in rows]
+
+
+def writer_status(store: Any, run_id: str, status: str) -> str:
+    """One run's status as :func:`writer_statuses` tells it (``selfdev show``): reads only
+    the streams' envelopes, not every run's events."""
+    if status != "running":
+        return status
+    streams = store.streams()
+    latest = max(streams, key=lambda s: s.last_position).run_id if streams else None
+    return status if latest == run_id and _writer_alive(store) else "interrupted"
+
+
+def _writer_alive(store: Any) -> bool:
+    from selfdev.store.lock import current_holder
+
+    if getattr(store, "memory", False):
+        return not getattr(store, "readonly", True)  # only its own writer can see a :memory:
+    return current_holder(store.path) is not None

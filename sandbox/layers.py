@@ -14,7 +14,7 @@ import sys
 from selfdev.sandbox.protocol import ALL_LAYERS
 
 # the strictest set that works on this project's machine kind (kernel 6.18, rootless userns)
-DEFAULT_REQUIRE = ("rlimits", "no_new_privs", "netns", "seccomp", "landlock", "landlock_net",
+DEFAULT_REQUIRE = ("rlimits", "no_new_privs", "netns", "tasks", "seccomp", "landlock", "landlock_net",
                    "landlock_scope")
 
 _CACHE: dict | None = None
@@ -27,7 +27,8 @@ LAYER_DOC = {
     "no_new_privs": "PR_SET_NO_NEW_PRIVS",
     "userns": "fresh user namespace (no capabilities in the host namespace)",
     "netns": "fresh network namespace (no interfaces)",
-    "ipcns": "fresh IPC namespace",
+    "ipcns": "fresh IPC namespace (and one per child)",
+    "tasks": "task cap per child: own user namespace + RLIMIT_NPROC (threads included)",
     "seccomp": "seccomp-bpf deny list (no sockets, exec, fork, ptrace, mount, ...)",
     "landlock": "Landlock filesystem: read-only system/python dirs, no writes",
     "landlock_net": "Landlock TCP bind/connect denied (ABI >= 4)",
@@ -70,7 +71,7 @@ def doctor(refresh: bool = False) -> dict:
         "default_require": list(DEFAULT_REQUIRE),
         "missing_for_default": [k for k in DEFAULT_REQUIRE if not layers.get(k)],
     }
-    for k in ("namespace_error", "landlock_error", "seccomp_error"):
+    for k in ("namespace_error", "tasks_error", "landlock_error", "seccomp_error"):
         if probe.get(k):
             rep[k] = probe[k]
     if err:

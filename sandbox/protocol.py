@@ -18,6 +18,8 @@ parent -> supervisor        ``{READY: true, "layers": {...}, "missing": [...], "
                             or ``{READY: false, "error": text}``
 parent -> supervisor        ``{SPARE: pid}`` + [the supervisor's end of that child's channel]
 parent -> supervisor        ``{EXIT: {"code": int|None, "signal": int|None}, "pid": pid}``
+parent -> supervisor        ``{TAINTED: what changed}``: its limits or scheduling changed since
+                            start-up; it forks no more children (the supervisor replaces it)
 supervisor -> parent        ``{"op": OP_USED}``: a spare got its candidate, fork a replacement
 supervisor -> parent        ``{"op": OP_REAP, "pid": pid}``: its exit was seen, reap it now
 ==========================  ==================================================================
@@ -56,6 +58,7 @@ OP_REAP = "reap"  # to the parent: reap this exited child
 READY = "ready"
 SPARE = "spare"
 EXIT = "exit"
+TAINTED = "tainted"  # the parent's own state changed since start-up: it forks no more
 
 RUN_FDS = 4  # output pipe, report pipe, result memfd, code memfd (in this order)
 
@@ -69,7 +72,7 @@ DTYPES = ("float32", "float64", "float16", "bfloat16", "int8", "int16", "int32",
           "uint8", "bool", "complex64", "complex128")
 
 # the OS layers the warm parent reports (and a Sandbox may require)
-ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "seccomp", "landlock",
+ALL_LAYERS = ("rlimits", "no_new_privs", "userns", "netns", "ipcns", "tasks", "seccomp", "landlock",
               "landlock_net", "landlock_scope")
 
 _HEADER_LEN = 8  # the inputs header starts with its own length, little-endian

@@ -174,6 +174,8 @@ class Sandbox:
         self._spares: collections.deque = collections.deque()
         self.layers: dict = {}
         self.parent_pid: int | None = None
+        self._tainted: str | None = None  # the warm parent said its state changed: replace it
+        self.restarts: list[str] = []  # why the warm parent was replaced, oldest first
         self._start_timeout = start_timeout
         self._build_inputs(base, task_vectors)
         try:
@@ -274,11 +276,14 @@ class Sandbox:
                 "refusing to run candidates. Run `selfdev sandbox doctor` for details, or pass a smaller "
                 "`require` if you accept weaker isolation.")
 
-    def _restart(self) -> None:
+    def _restart(self, why: str = "the warm parent is gone") -> None:
+        self.restarts.append(why)
+        del self.restarts[:-20]
         self._kill_parent()
         self._start()
 
     def _kill_parent(self) -> None:
+        self._tainted = None
         self._unreaped = set()
         while self._spares:
             self._spares.popleft()[1].close()
@@ -350,6 +355,8 @@ class Sandbox:
             self._drain_ctl()
             if self._proc is None or self._sock is None:
                 self._restart()
+            elif self._tainted:  # between candidates: no running candidate is lost
+                self._restart(f"warm parent tampered with: {self._tainted}")
             # the child gets the code object compiled (with RestrictedPython) right here, so it
             # does not pay for parsing again; it is marshalled trusted -> untrusted only
             blob = marshal.dumps(co) if co is not None else code.encode("utf-8", "surrogatepass")
@@ -364,6 +371,8 @@ class Sandbox:
         while not self._spares:
             if self._sock is None:
                 raise SandboxUnavailable("sandbox parent process is gone")
+            if self._tainted:  # it forks no more; the caller restarts it
+                raise SandboxUnavailable(f"sandbox parent was tampered with: {self._tainted}")
             r, _, _ = select.select([self._sock], [], [], max(0.0, end - time.monotonic()))
             if not r:
                 raise SandboxUnavailable("sandbox parent process did not provide a child in time")
@@ -393,7 +402,8 @@ class Sandbox:
                         raise
                     os.close(out_w)
                     os.close(st_w)
-                    self._restart()
+                    self._restart(f"warm parent tampered with: {self._tainted}" if self._tainted
+                                  else "no idle child from the warm parent")
                     return self._run_locked(blob, timeout, t0, attempt + 1)
                 try:
                     protocol.send(chan, msg, [out_w, st_w, res_fd, code_fd])
@@ -449,6 +459,9 @@ class Sandbox:
             return None
         for fd in fds:
             os.close(fd)
+        if protocol.TAINTED in m:
+            self._tainted = clean_text(str(m[protocol.TAINTED]), 200) or "state changed"
+            return None
         if protocol.EXIT in m:
             pid = int(m.get("pid", -1))
             try:  # the child is dead: let the parent reap it (never before: pid reuse)

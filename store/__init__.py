@@ -29,15 +29,25 @@ The contract (changing any of it changes every stored hash):
   version from what reads back and names the first broken position; with no run given it
   also catches deleted rows through holes in ``position`` (an AUTOINCREMENT rowid, never
   reused) and ``sqlite_sequence``, and checks every blob against its ref (``first_broken`` is
-  then the first event whose payload mentions the blob, or None). Only a comparison of ``heads`` with a copy kept
-  elsewhere can tell a run whose last events were cut off from a shorter run.
+  then the first event whose payload mentions the blob, or None). A chain cannot tell a run
+  whose last events were cut off (with ``sqlite_sequence`` reset) from a shorter run: that
+  takes the run's head hash kept elsewhere, ``verify(run_id, head=...)``, which fails unless
+  the run still reaches that head.
 
 **One writer per file.** A writable store on a file holds ``flock(LOCK_EX | LOCK_NB)`` on
 ``<real path>.lock`` for its lifetime; the file holds ``{pid, host, command, since, writer}``. Any
 other writer, in this process or another, gets :class:`WriterLockedError` naming the holder.
 The kernel releases the lock when the holder dies, even by ``kill -9``. Readers open with
 ``readonly=True`` (``file:...?mode=ro``; no lock, no migrations) and follow a live run by
-calling ``read(after=last_position)`` again.
+calling ``read(after=last_position)`` again. In a read-only folder, where SQLite cannot create
+the ``-shm`` file WAL needs, a finished log is opened ``immutable=1`` when no writer can exist
+(:func:`.opening.connect_readonly`).
+
+**Only selfdev's files.** A writer marks its file with ``PRAGMA application_id`` "SDEV"
+(migration ``m004``). A text file, another application's SQLite file (any other application
+id, or tables that are not selfdev's), a read-only file or a file in a read-only folder is
+refused with one :class:`StoreError` naming the file, before anything is written to it
+(:mod:`.opening`).
 
 Appends are atomic (one ``BEGIN IMMEDIATE`` transaction for all the rows of a batch) and
 :class:`ConcurrencyError` guards ``expected_version``. Files use WAL with ``synchronous=NORMAL``:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-import urllib.parse
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from sqlite_utils import Database
 
-from . import blobs
+from . import blobs, opening
 from ._sql import insert_rows
 from .canonical import GENESIS_HASH, canonical_json, event_hash_fields, parse_json
 from .errors import ConcurrencyError, InvalidEventError, ReadOnlyError, StoreError
@@ -116,29 +115,45 @@ class EventStore:
         if readonly:
             self.db = self._open_readonly()
             return
-        if not self.memory:
-            self._writer_lock = WriterLock(self.path, writer)
+        conn = None
         try:
-            conn = sqlite3.connect(self.path, check_same_thread=False)
-            self.db = Database(conn)
             if not self.memory:
-                self.db.enable_wal()
-                # WAL + NORMAL: a commit survives a crash of the process; only a power loss
-                # can lose the last commits (never corrupt the log).
-                self.db.execute("PRAGMA synchronous=NORMAL")
-            migrate(self.db)
+                # what can be refused is refused before the lock file or any table exists
+                exists = opening.check_path(self.path, must_exist=False)
+                opening.check_writable(self.path, exists)
+                conn = sqlite3.connect(self.path, check_same_thread=False)
+                opening.check_ours(conn, self.path)  # reads the schema only
+                try:
+                    self._writer_lock = WriterLock(self.path, writer)
+                except OSError as exc:
+                    raise StoreError(f"cannot create the writer lock "
+                                     f"{exc.filename or self.path}: {exc.strerror}") from None
+            else:
+                conn = sqlite3.connect(self.path, check_same_thread=False)
+            self.db = Database(conn)
+            try:
+                if not self.memory:
+                    self.db.enable_wal()
+                    # WAL + NORMAL: a commit survives a crash of the process; only a power
+                    # loss can lose the last commits (never corrupt the log).
+                    self.db.execute("PRAGMA synchronous=NORMAL")
+                migrate(self.db)
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"cannot write the database {self.path}: {exc}") from exc
         except BaseException:
+            if conn is not None:
+                conn.close()
             if self._writer_lock is not None:
                 self._writer_lock.release()
             raise
 
     def _open_readonly(self) -> Database:
+        """``mode=ro`` (or ``immutable=1`` in a read-only folder when no writer can exist:
+        see :func:`.opening.connect_readonly`); never creates, migrates or locks anything."""
         if self.memory:
             raise StoreError("a read-only store needs a database file, not :memory:")
-        if not os.path.exists(self.path):
-            raise StoreError(f"no such database: {self.path}")
-        uri = "file:" + urllib.parse.quote(os.path.abspath(self.path)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        opening.check_path(self.path, must_exist=True)
+        conn = opening.connect_readonly(self.path)
         db = Database(conn)
         try:
             if not db["events"].exists():
@@ -387,6 +402,16 @@ class EventStore:
         with self._lock:
             return [Stream(*row) for row in self.db.conn.execute(_STREAMS)]
 
+    def types(self, *, run_id: str | None = None) -> list[str]:
+        """The distinct event types stored (in one run, or in all), sorted. Names only: the
+        store still interprets none of them."""
+        where, params = _where(run_id, None)
+        with self._lock:
+            rows = self.db.conn.execute(
+                "SELECT DISTINCT type FROM events" + where + " ORDER BY type", params
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def run_ids(self) -> list[str]:
         """Run ids in the order of their first event."""
         return [s.run_id for s in self.streams()]
@@ -413,13 +438,16 @@ class EventStore:
 
     # -- verification (see .verify) ------------------------------------------------------------
 
-    def verify(self, run_id: str | None = None) -> VerifyResult:
+    def verify(self, run_id: str | None = None, *, head: str | None = None) -> VerifyResult:
         """Re-derive every hash, prev_hash link and stream_version from what reads back.
 
         With no ``run_id`` also checks that positions run 1..N without holes and that no
         event after the last one was deleted (``sqlite_sequence``), then that every blob's
         content matches its ref. With a ``run_id``, only that run's chain is checked, and only
-        the broken blobs its payloads mention are reported. See :func:`.verify.verify`.
+        the broken blobs its payloads mention are reported. With ``head`` (a hash the run's
+        last event had, kept elsewhere) the run's chain must still reach it, which is what
+        catches a tail deleted together with its ``sqlite_sequence``. See
+        :func:`.verify.verify`.
         """
         with self._snapshot() as conn:
-            return verify(conn, run_id)
+            return verify(conn, run_id, head)

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from sqlite_utils import Database
 
 from .ids import utc_now
+from .opening import APPLICATION_ID
 
 Migration = Callable[[Database], None]
 MIGRATIONS: list[Migration] = []
@@ -166,3 +167,12 @@ def m003_drop_projections(db: Database) -> None:
     # information (their indexes go with them).
     for table in ("candidates", "runs"):
         db[table].drop(ignore=True)
+
+
+@migration
+def m004_application_id(db: Database) -> None:
+    # Marks the file as selfdev's in SQLite's own header (``PRAGMA application_id``, "SDEV"),
+    # so that opening another application's SQLite file can be refused before anything is
+    # written to it (see .opening). Transactional like any header change: it is rolled back
+    # with the bookkeeping row if either fails. The header is not part of any hash.
+    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")

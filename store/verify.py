@@ -5,6 +5,13 @@ Nothing stored is trusted: each event's hash is recomputed from its columns as t
 event, and each ``stream_version`` with the one before it. Checking the whole file also
 catches deleted rows (holes in ``position``, an AUTOINCREMENT rowid that is never reused, and
 a ``sqlite_sequence`` beyond the last row) and blobs whose content no longer matches its ref.
+
+What a hash chain alone cannot see is a run cut short: delete a run's last events, reset
+``sqlite_sequence``, and what is left is a valid, shorter chain. The anchor is the run's head
+hash kept elsewhere (``selfdev show`` prints it, ``selfdev export`` writes it): given that
+``head``, verify fails unless the run's chain still reaches it. Since every hash commits to all
+the events before it, reaching the old head proves every event up to it is still there and
+unchanged; events appended after it (a resumed run) are allowed.
 """
 
 from __future__ import annotations
@@ -33,31 +40,49 @@ class VerifyResult:
     reason: str | None = None
     heads: dict[str, str] = field(default_factory=dict)
     blobs_checked: int = 0
+    reached: int | None = None
 
     def __bool__(self) -> bool:
         return self.ok
 
 
-def verify(conn: sqlite3.Connection, run_id: str | None = None) -> VerifyResult:
+def verify(
+    conn: sqlite3.Connection, run_id: str | None = None, head: str | None = None
+) -> VerifyResult:
     """Check the events (one run's, or all) and then the blobs, inside one read transaction.
 
     The first problem found (lowest position; event problems before blob problems) is
     reported; scanning goes on to count every event and fill ``heads``. With a ``run_id``,
     only the broken blobs that run's payloads mention are reported. Truncating a run's tail
-    cannot be told from a shorter run except by comparing ``heads`` with a head recorded
-    elsewhere.
+    cannot be told from a shorter run except by a head recorded elsewhere: with ``head`` (and
+    ``run_id``) the result is broken, naming the run, unless one of the run's events has that
+    hash (``first_broken`` is then None: the missing events have no position left).
     """
-    checked, heads, first, reason = _check_events(conn, run_id)
-    blobs_checked, blob_position, blob_problem = _check_blobs(conn, run_id, stop=first is not None)
-    if first is None and blob_problem is not None:
+    if head is not None and run_id is None:
+        raise ValueError("a head belongs to one run: give run_id with head")
+    checked, heads, first, reason, reached = _check_events(conn, run_id, head)
+    if first is None and head is not None and reached is None:
+        version = conn.execute(
+            "SELECT coalesce(max(stream_version), 0) FROM events WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        reason = (
+            f"run {run_id!r} no longer reaches head {head}: its log ends at event {version}"
+            + (f" ({heads[run_id]})" if run_id in heads else "")
+            + ", so events after it were deleted (or the head is not this run's)"
+        )
+    blobs_checked, blob_position, blob_problem = _check_blobs(
+        conn, run_id, stop=reason is not None
+    )
+    if reason is None and blob_problem is not None:
         first, reason = blob_position, blob_problem
-    return VerifyResult(reason is None, checked, first, reason, heads, blobs_checked)
+    return VerifyResult(reason is None, checked, first, reason, heads, blobs_checked, reached)
 
 
 def _check_events(
-    conn: sqlite3.Connection, run_id: str | None
-) -> tuple[int, dict[str, str], int | None, str | None]:
-    """(events checked, run -> head hash, first broken position, why)."""
+    conn: sqlite3.Connection, run_id: str | None, head: str | None = None
+) -> tuple[int, dict[str, str], int | None, str | None, int | None]:
+    """(events checked, run -> head hash, first broken position, why, version of ``head``)."""
+    reached: int | None = None
     first: int | None = None
     reason: str | None = None
     checked = 0
@@ -73,6 +98,8 @@ def _check_events(
         last_hash = heads.get(rid, GENESIS_HASH)
         last_version = versions.get(rid, 0)
         heads[rid] = h
+        if h == head and reached is None:
+            reached = sv
         # a non-integer version (only possible by editing the schema) breaks the chain
         versions[rid] = sv if type(sv) is int else last_version + 1
         if first is not None:
@@ -107,7 +134,7 @@ def _check_events(
             reason = (
                 f"positions {expected_position}..{seq} are missing: the last events were deleted"
             )
-    return checked, heads, first, reason
+    return checked, heads, first, reason, reached
 
 
 def _check_blobs(

@@ -12,7 +12,10 @@ events (``transfer.started``, ``transfer.row_evaluated``, ``transfer.finished``)
 """
 from __future__ import annotations
 
+import ast
 import json
+import re
+import textwrap
 import time
 import uuid
 from contextlib import nullcontext
@@ -31,11 +34,66 @@ from selfdev.plugins.listeners.console import ConsoleListener
 
 
 def read_algorithm(path: str | Path) -> str:
-    """The ``merge_models`` code of a file (a plain .py file or a completion with a code block)."""
-    code = selfdev.extract_candidate(Path(path).read_text(encoding="utf-8"))
+    """The ``merge_models`` code of a file (a plain .py file or a completion with a code block).
+
+    A file whose code does not parse is refused naming the line, since "no merge_models
+    function found" would send its author looking for the wrong mistake.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SelfdevError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); "
+                           "save the algorithm as UTF-8") from None
+    code = selfdev.extract_candidate(text)
     if not code or "merge_models" not in code:
+        problem = syntax_problem(text)
+        if problem:
+            raise SelfdevError(f"{path}: {problem}")
         raise SelfdevError(f"{path}: no merge_models function found")
     return code
+
+
+def syntax_problem(text: str) -> str | None:
+    """Where the code of ``text`` fails to parse (``line N: why: the line``), or None.
+
+    A plain Python file is parsed whole; in a completion (markdown with fenced blocks) each
+    block that mentions ``merge_models`` is parsed, and line numbers count from the file's
+    first line either way.
+    """
+    lines = text.split("\n")
+    fence = re.compile(r"^[ \t]{0,3}(`{3,}|~{3,})")
+    blocks: list[tuple[int, str]] = []  # (line offset, source)
+    opened: tuple[int, str] | None = None
+    for i, line in enumerate(lines):
+        m = fence.match(line)
+        if m and opened is None:
+            opened = (i + 1, m.group(1)[0])
+        elif opened is not None and line.strip() and set(line.strip()) == {opened[1]}:
+            blocks.append((opened[0], "\n".join(lines[opened[0]:i])))
+            opened = None
+    if opened is not None:
+        blocks.append((opened[0], "\n".join(lines[opened[0]:])))
+    if not blocks:
+        blocks = [(0, text)]
+    for offset, source in blocks:
+        if "merge_models" not in source:
+            continue
+        try:
+            ast.parse(textwrap.dedent(source))
+        except SyntaxError as exc:
+            number = offset + (exc.lineno or 1)
+            shown = lines[number - 1].strip() if 0 < number <= len(lines) else ""
+            return f"line {number}: {exc.msg}" + (f": {shown[:80]}" if shown else "")
+    return None
+
+
+def check_model_dir(path: str, option: str) -> None:
+    """A model directory must be a Hugging Face one (``config.json`` beside the weights):
+    the merged model is loaded back with transformers to be scored, which needs it."""
+    if not (Path(path) / "config.json").is_file():
+        raise SelfdevError(f"{option}: {path} has no config.json, so it is not a Hugging Face "
+                           "model directory (config.json and model.safetensors, as "
+                           "save_pretrained writes them)")
 
 
 class _Recorder:
@@ -101,6 +159,9 @@ def run_transfer(algorithms: list[str], *, base: str | None = None, experts: dic
     else:
         if not base or not experts:
             raise SelfdevError("selfdev apply needs --base and at least one --expert NAME=DIR (or --toymath SET)")
+        check_model_dir(base, "--base")
+        for name, path in experts.items():
+            check_model_dir(path, f"--expert {name}")
         domain = LMDomain(ctx, seed_model=base, experts=experts, mergeable=mergeable, eval_data=eval_data, seed=seed)
     rec = _Recorder(db, run_id)
     ev = None

@@ -21,6 +21,7 @@ import math
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
@@ -157,6 +158,9 @@ def training_arguments(*, output_dir: str, learning_rate: float, epochs: float, 
                        grad_accum: int, seed: int, max_length: int, device: str,
                        extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Keyword arguments shared by ``DPOConfig`` and ``SFTConfig`` (CPU-safe)."""
+    # transformers 5 renames gradient_checkpointing (set below, and read by trl) and warns on
+    # every training, between the run's progress lines; the setting itself is what we want
+    warnings.filterwarnings("ignore", r"`(is_)?gradient_checkpointing` is deprecated", FutureWarning)
     use_cpu = device == "cpu"
     return {
         "output_dir": output_dir,

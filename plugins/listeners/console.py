@@ -33,9 +33,14 @@ class ConsoleListener:
                                    TextColumn, TimeElapsedColumn)
 
         self.console = console or Console(stderr=True)
+        if not self.console.is_terminal:
+            # a log file gets each line whole, not broken at rich's assumed 80 columns
+            self.console.soft_wrap = True
+        # bars only on a terminal: redirected to a file or a pipe they draw nothing yet still
+        # end in a stray blank line, ahead of whatever the command prints last
         self.bars = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                              MofNCompleteColumn(), TimeElapsedColumn(), console=self.console,
-                             transient=True)
+                             transient=True, disable=not self.console.is_terminal)
 
     def __enter__(self) -> "ConsoleListener":
         self.bars.start()

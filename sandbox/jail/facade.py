@@ -141,6 +141,7 @@ class Env:
     def __init__(self, numel_cap: int, print_cap: int = 64 * 1024):
         self.violations: list[str] = []
         self.numel_cap = numel_cap
+        self.result_cap = None  # the torch function mode of _make_result_cap (set by build_env)
         self.print_cap = print_cap
         self.printed: list[str] = []
         self.printed_len = 0
@@ -250,6 +251,7 @@ def build_env(numel_cap: int):
     """One candidate environment: ``(env, make_globals)``. Built once in the warm parent; each
     forked child gets its own copy (its own Env, its own violations and printed output)."""
     env = Env(numel_cap)
+    env.result_cap = _make_result_cap(env)
     modules, facades = _make_modules(env)
     tensor_attr = _make_tensor_attr(env)
     guarded_getattr = _make_getattr(env, facades, tensor_attr)
@@ -259,6 +261,43 @@ def build_env(numel_cap: int):
         return dict(template)
 
     return env, make_globals
+
+
+def _make_result_cap(env: Env):
+    """The element cap on every path, as a torch function mode the child enters around the
+    candidate: each torch function, tensor method, operator and index the candidate runs
+    has its tensor results checked against ``env.numel_cap``. The wrappers below refuse
+    oversized *requests* before anything is allocated; this catches the rest: views that
+    promise more elements than exist (``expand``, ``broadcast_to``, ``unfold``), checked
+    before any later op materialises them, and ops whose output outgrows their inputs
+    (broadcasting, ``outer``, ``kron``, ``pad``...), checked as they return (their one
+    allocation is bounded by the address-space limit)."""
+    from torch.overrides import TorchFunctionMode
+
+    cap = env.numel_cap
+
+    def check(x, func) -> None:
+        if isinstance(x, Tensor):
+            n = x.numel()
+            if n > cap:
+                name = getattr(func, "__name__", None) or "a torch operation"
+                raise env.violate(f"{name}: a tensor of {n} elements (cap {cap})")
+        elif type(x) in (tuple, list) or type(x).__module__ == "torch.return_types":
+            for y in x:
+                if isinstance(y, Tensor):
+                    check(y, func)
+
+    class ElementCap(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **kwargs) if kwargs else func(*args)
+            if type(out) is Tensor:  # the common case, kept cheap (~1.5 us per op in all)
+                if out.numel() > cap:
+                    check(out, func)
+            elif out is not None:
+                check(out, func)
+            return out
+
+    return ElementCap()
 
 
 def _make_modules(env: Env) -> tuple[dict, dict]:

@@ -27,7 +27,8 @@ MACHINE = platform.machine()
 # Landlock report "unavailable" and a configuration that requires them fails closed.
 if MACHINE == "x86_64":
     NR = dict(
-        read=0, write=1, ioctl=16, socket=41, connect=42, accept=43, sendto=44, recvfrom=45,
+        read=0, write=1, close=3, mmap=9, mprotect=10, munmap=11, brk=12, pread64=17,
+        pwrite64=18, sched_yield=24, madvise=28, futex=202, ioctl=16, socket=41, connect=42, accept=43, sendto=44, recvfrom=45,
         sendmsg=46, recvmsg=47, shutdown=48, bind=49, listen=50, getsockname=51, getpeername=52,
         socketpair=53, setsockopt=54, getsockopt=55, clone=56, fork=57, vfork=58, execve=59,
         kill=62, ptrace=101, syslog=103, setuid=105, setgid=106, setpgid=109, setsid=112,
@@ -46,6 +47,22 @@ if MACHINE == "x86_64":
         fsconfig=431, fsmount=432, fspick=433, pidfd_open=434, clone3=435, pidfd_getfd=438,
         mount_setattr=442, landlock_create_ruleset=444, landlock_add_rule=445,
         landlock_restrict_self=446, memfd_secret=447,
+        # calls that take a pid (allowed on the calling process only)
+        getpriority=140, setpriority=141, sched_setparam=142, sched_getparam=143,
+        sched_setscheduler=144, sched_getscheduler=145, sched_rr_get_interval=148,
+        sched_setaffinity=203, sched_getaffinity=204, ioprio_set=251, ioprio_get=252,
+        migrate_pages=256, get_robust_list=274, move_pages=279, prlimit64=302, sched_setattr=314,
+        sched_getattr=315, process_madvise=440, process_mrelease=448,
+        # SysV IPC and POSIX message queues
+        shmget=29, shmat=30, shmctl=31, semget=64, semop=65, semctl=66, shmdt=67, msgget=68,
+        msgsnd=69, msgrcv=70, msgctl=71, semtimedop=220, mq_open=240, mq_unlink=241,
+        mq_timedsend=242, mq_timedreceive=243, mq_notify=244, mq_getsetattr=245,
+        # file metadata: mode, owner, times, extended attributes, inode flags
+        chmod=90, fchmod=91, chown=92, fchown=93, lchown=94, utime=132, setxattr=188,
+        lsetxattr=189, fsetxattr=190, removexattr=197, lremovexattr=198, fremovexattr=199,
+        utimes=235, fchownat=260, futimesat=261, fchmodat=268, utimensat=280, fchmodat2=452,
+        setxattrat=463, removexattrat=466, file_setattr=469,
+        quotactl_fd=443, lsm_set_self_attr=460, open_tree_attr=467,
     )
     AUDIT_ARCH = 0xC000003E
 else:  # pragma: no cover - other architectures
@@ -57,11 +74,21 @@ PR_SET_DUMPABLE = 4
 PR_CAPBSET_DROP = 24
 PR_SET_NO_NEW_PRIVS = 38
 PR_GET_NO_NEW_PRIVS = 39
+PRIO_PROCESS = 0
+IOPRIO_WHO_PROCESS = 1
 CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 CLONE_THREAD = 0x00010000
+# what each child unshares for itself before it gets a candidate (see ``enter_child_namespaces``);
+# the warm parent's seccomp filter allows unshare() with exactly these flags and nothing else
+CHILD_UNSHARE = CLONE_NEWUSER | CLONE_NEWIPC
+# The real uid a warm parent started as root runs under (its effective uid stays 0 so that it
+# still reads the interpreter wherever root installed it). RLIMIT_NPROC is never enforced for
+# real uid 0, so without this a child's task cap would not hold. A uid from the range that
+# systemd leaves unallocated (1879048192-2147352575): no account and no file has it.
+ACCOUNTING_UID = 2_000_000_000
 
 
 def _err(what: str) -> OSError:
@@ -75,7 +102,11 @@ def enter_namespaces() -> dict:
 
     Works rootless where unprivileged user namespaces are allowed; as root it removes all
     capabilities in the initial namespace (they only exist inside the new user namespace,
-    and are then dropped too)."""
+    and are then dropped too). Started as root, the process first moves its *real* uid to
+    ``ACCOUNTING_UID`` (effective and saved uid stay 0, so file access is unchanged): the
+    kernel counts tasks against RLIMIT_NPROC by real uid and exempts real uid 0."""
+    if os.getuid() == 0 and os.geteuid() == 0:
+        os.setresuid(ACCOUNTING_UID, 0, 0)
     uid, gid = os.geteuid(), os.getegid()
     out = {"userns": False, "netns": False, "ipcns": False}
     flags = CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
@@ -99,6 +130,50 @@ def enter_namespaces() -> dict:
         f.write(f"{gid} {gid} 1")
     drop_capabilities()
     return out
+
+
+def enter_child_namespaces(max_tasks: int) -> None:
+    """A child's own user and IPC namespaces, then RLIMIT_NPROC = ``max_tasks``.
+
+    The kernel counts RLIMIT_NPROC per (user namespace, real uid), so in a namespace of its
+    own a child's count is its own threads and nothing else (not the warm parent's, not the
+    other children's). Its own IPC namespace means a SysV object, should one ever be created
+    (seccomp denies the calls), dies with the child and is invisible to the next one. No uid
+    map is written (the warm parent's Landlock domain forbids it anyway): inside, the child
+    is the overflow uid and cannot become anyone. Every capability the new namespace grants
+    is dropped at once. Call it single-threaded, in a fresh fork, before anything else."""
+    if _libc.unshare(CHILD_UNSHARE) != 0:
+        raise _err("unshare(CLONE_NEWUSER|CLONE_NEWIPC)")
+    drop_capabilities()
+    resource.setrlimit(resource.RLIMIT_NPROC, (max_tasks, max_tasks))
+
+
+def tasks_cap_holds() -> bool:
+    """Whether a child's task cap is enforced on this kernel, for this process: a throw-away
+    fork sets itself up as a child does, with room for 3 tasks, and must start exactly two
+    threads. (Not where the real uid is 0: the kernel never enforces RLIMIT_NPROC there.)"""
+    import threading
+    pid = os.fork()
+    if pid == 0:
+        code = 99
+        try:
+            enter_child_namespaces(3)
+            ev = threading.Event()
+            code = 0
+            for _ in range(4):
+                threading.Thread(target=ev.wait, daemon=True).start()
+                code += 1
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    return os.WIFEXITED(status) and os.WEXITSTATUS(status) == 2
+
+
+def ioprio_get() -> int:
+    """This process's I/O priority (part of the state a warm parent checks before a fork)."""
+    return int(_libc.syscall(NR["ioprio_get"], IOPRIO_WHO_PROCESS, 0)) if NR else 0
 
 
 def drop_capabilities() -> None:
@@ -258,75 +333,178 @@ SECCOMP_FILTER_FLAG_TSYNC = 1
 DENY_ALWAYS = [
     "socket", "connect", "bind", "listen", "accept", "accept4",
     "execve", "execveat", "ptrace", "process_vm_readv", "process_vm_writev", "kcmp",
-    "mount", "umount2", "pivot_root", "chroot", "unshare", "setns", "open_tree", "move_mount",
-    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "process_madvise", "process_mrelease",
+    "mount", "umount2", "pivot_root", "chroot", "setns", "open_tree", "move_mount",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr", "open_tree_attr",
     "bpf", "perf_event_open", "userfaultfd", "keyctl", "add_key", "request_key",
     "io_uring_setup", "io_uring_enter", "io_uring_register",
     "personality", "open_by_handle_at", "name_to_handle_at",
     "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load",
     "reboot", "swapon", "swapoff", "acct", "settimeofday", "clock_settime", "adjtimex",
-    "sethostname", "setdomainname", "iopl", "ioperm", "quotactl", "lookup_dcookie",
-    "vhangup", "syslog", "mknod", "mknodat", "pidfd_getfd", "memfd_secret",
+    "sethostname", "setdomainname", "iopl", "ioperm", "quotactl", "quotactl_fd", "lookup_dcookie",
+    "vhangup", "syslog", "mknod", "mknodat", "pidfd_getfd", "memfd_secret", "lsm_set_self_attr",
     "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setgroups",
     "setfsuid", "setfsgid", "capset",
+    # SysV IPC and POSIX message queues: state that would outlive a candidate and that the
+    # next candidate could find (and SysV shared memory is not counted in RLIMIT_AS)
+    "shmget", "shmat", "shmctl", "shmdt", "semget", "semop", "semctl", "semtimedop",
+    "msgget", "msgsnd", "msgrcv", "msgctl",
+    "mq_open", "mq_unlink", "mq_timedsend", "mq_timedreceive", "mq_notify", "mq_getsetattr",
+    # metadata of files it may open (Landlock does not cover these): mode, owner, times, xattrs
+    "chmod", "fchmod", "fchmodat", "fchmodat2", "chown", "fchown", "lchown", "fchownat",
+    "utime", "utimes", "utimensat", "futimesat",
+    "setxattr", "lsetxattr", "fsetxattr", "setxattrat",
+    "removexattr", "lremovexattr", "fremovexattr", "removexattrat", "file_setattr",
 ]
 # additionally denied to a candidate child
 DENY_CHILD = [
     "socketpair", "fork", "vfork", "tkill", "pidfd_open", "pidfd_send_signal", "setsid", "setpgid",
     "sendto", "recvfrom", "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown",
-    "getsockname", "getpeername", "setsockopt", "getsockopt", "memfd_create",
+    "getsockname", "getpeername", "setsockopt", "getsockopt", "memfd_create", "unshare",
 ]
+# the child may signal itself only (its pid in arg0)
 SELF_ONLY_CHILD = ["kill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo"]
+# calls that act on (or read) another process named by the pid in arg0: the child's own pid or
+# 0 (itself) only. Rootless, every other process of the same uid (the engine included) would
+# otherwise be in reach: prlimit64 can kill a process by lowering its CPU limit.
+SELF_OR_ZERO_CHILD = [
+    "prlimit64", "sched_setaffinity", "sched_getaffinity", "sched_setparam", "sched_getparam",
+    "sched_setscheduler", "sched_getscheduler", "sched_setattr", "sched_getattr",
+    "sched_rr_get_interval", "get_robust_list", "migrate_pages", "move_pages",
+]
+# (which, who) calls: which must name a single process, who must be the child or 0
+WHO_PROCESS_CHILD = {"getpriority": PRIO_PROCESS, "setpriority": PRIO_PROCESS,
+                     "ioprio_get": IOPRIO_WHO_PROCESS, "ioprio_set": IOPRIO_WHO_PROCESS}
+# ioctls refused on any descriptor: terminal input injection; inode flags and fsxattr
+# (immutable/append-only, project ids) of files it may only read
+DENY_IOCTL = [0x5412, 0x541C,                     # TIOCSTI, TIOCLINUX
+              0x40086602, 0x40046602, 0x401C5820]  # FS_IOC_SETFLAGS (+32-bit), FS_IOC_FSSETXATTR
+
+
+# allowed at once, before the lists: the calls a running candidate makes most (none of them
+# appears in any list below)
+FAST_ALLOW = ["read", "write", "futex", "mmap", "munmap", "mprotect", "madvise", "brk",
+              "pread64", "pwrite64", "close", "sched_yield"]
 
 
 def _ins(code: int, jt: int, jf: int, k: int) -> bytes:
     return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
 
 
+class _Prog:
+    """A tiny classic-BPF assembler: conditional jumps name labels, resolved at the end."""
+
+    def __init__(self):
+        self.ins: list[tuple] = []  # (code, jt, jf, k), jt/jf: int offsets or label names
+        self.labels: dict[str, int] = {}
+        self.n = 0
+
+    def label(self, name: str) -> None:
+        self.labels[name] = len(self.ins)
+
+    def fresh(self) -> str:
+        self.n += 1
+        return f"L{self.n}"
+
+    def add(self, code: int, k: int, jt=0, jf=0) -> None:
+        self.ins.append((code, jt, jf, k))
+
+    def ret(self, value: int) -> None:
+        self.add(_RET, value)
+
+    def load_arg(self, i: int, high: bool) -> None:
+        # struct seccomp_data: nr (4), arch (4), ip (8), args[6] (8 each, little endian)
+        self.add(_LD_ABS, 16 + 8 * i + (4 if high else 0))
+
+    def arg_in(self, i: int, values, fail: str) -> None:
+        """Fall through iff the 64-bit arg ``i`` is one of ``values`` (all < 2**32); else jump
+        to ``fail``. The high word is checked too: the kernel would truncate a pid_t."""
+        ok = self.fresh()
+        self.load_arg(i, True)
+        self.add(_JEQ, 0, jf=fail)
+        self.load_arg(i, False)
+        values = list(dict.fromkeys(values))
+        for j, v in enumerate(values):
+            last = j == len(values) - 1
+            self.add(_JEQ, v, jt=ok, jf=fail if last else 0)
+        self.label(ok)
+
+    def only_if(self, nr: int, conds, deny: int) -> None:
+        """For syscall ``nr``: allow iff every (arg index, allowed values) holds, else return
+        ``deny``. Other syscalls skip the block with the syscall number still loaded."""
+        skip, fail = self.fresh(), self.fresh()
+        self.add(_JEQ, nr, jf=skip)
+        for i, values in conds:
+            self.arg_in(i, values, fail)
+        self.ret(RET_ALLOW)
+        self.label(fail)
+        self.ret(deny)
+        self.label(skip)
+
+    def assemble(self) -> bytes:
+        out = []
+        for pc, (code, jt, jf, k) in enumerate(self.ins):
+            offs = []
+            for j in (jt, jf):
+                if isinstance(j, str):
+                    j = self.labels[j] - (pc + 1)
+                if not 0 <= j <= 255:
+                    raise ValueError("seccomp filter jump out of range")
+                offs.append(j)
+            out.append(_ins(code, offs[0], offs[1], k))
+        return b"".join(out)
+
+
 def build_filter(child: bool, self_pid: int | None = None) -> bytes:
+    """The seccomp program: a deny list (EPERM), argument checks for the calls that name a
+    process, and for the warm parent the one unshare() its children need (CHILD_UNSHARE)."""
     eperm = RET_ERRNO | _errno.EPERM
-    prog = [
-        _ins(_LD_ABS, 0, 0, 4),                    # arch
-        _ins(_JEQ, 1, 0, AUDIT_ARCH),
-        _ins(_RET, 0, 0, RET_KILL_PROCESS),
-        _ins(_LD_ABS, 0, 0, 0),                    # nr
-        _ins(_JGE, 0, 1, 0x40000000),              # x32 ABI
-        _ins(_RET, 0, 0, eperm),
-    ]
+    p = _Prog()
+    p.add(_LD_ABS, 4)                              # arch
+    p.add(_JEQ, AUDIT_ARCH, jt=1)
+    p.ret(RET_KILL_PROCESS)
+    p.add(_LD_ABS, 0)                              # nr
+    p.add(_JGE, 0x40000000, jf=1)                  # x32 ABI
+    p.ret(eperm)
+    fast = p.fresh()                               # the hot calls skip the lists below
+    for name in FAST_ALLOW[:-1]:
+        p.add(_JEQ, NR[name], jt=fast)
+    p.add(_JEQ, NR[FAST_ALLOW[-1]], jf=1)
+    p.label(fast)
+    p.ret(RET_ALLOW)
     deny = list(DENY_ALWAYS) + (list(DENY_CHILD) if child else [])
     for name in deny:
-        prog += [_ins(_JEQ, 0, 1, NR[name]), _ins(_RET, 0, 0, eperm)]
-    # ioctl(fd, TIOCSTI / TIOCLINUX)
-    prog += [
-        _ins(_JEQ, 0, 4, NR["ioctl"]),
-        _ins(_LD_ABS, 0, 0, 24),                   # arg1 low word
-        _ins(_JEQ, 1, 0, 0x5412),
-        _ins(_JEQ, 0, 1, 0x541C),
-        _ins(_RET, 0, 0, eperm),
-        _ins(_LD_ABS, 0, 0, 0),                    # reload nr
-    ]
-    if child:
+        p.add(_JEQ, NR[name], jf=1)
+        p.ret(eperm)
+    skip = p.fresh()                               # ioctl(fd, request): deny a few requests
+    p.add(_JEQ, NR["ioctl"], jf=skip)
+    p.load_arg(1, False)
+    for req in DENY_IOCTL:
+        p.add(_JEQ, req, jf=1)
+        p.ret(eperm)
+    p.add(_LD_ABS, 0)                              # reload nr
+    p.label(skip)
+    if not child:
+        p.only_if(NR["unshare"], [(0, [CHILD_UNSHARE])], eperm)
+    else:
         assert self_pid is not None
-        prog += [_ins(_JEQ, 0, 1, NR["clone3"]), _ins(_RET, 0, 0, RET_ERRNO | _errno.ENOSYS)]
-        prog += [
-            _ins(_JEQ, 0, 4, NR["clone"]),
-            _ins(_LD_ABS, 0, 0, 16),
-            _ins(_JSET, 0, 1, CLONE_THREAD),
-            _ins(_RET, 0, 0, RET_ALLOW),
-            _ins(_RET, 0, 0, eperm),
-        ]
+        p.add(_JEQ, NR["clone3"], jf=1)
+        p.ret(RET_ERRNO | _errno.ENOSYS)
+        skip = p.fresh()                           # clone: threads only
+        p.add(_JEQ, NR["clone"], jf=skip)
+        p.load_arg(0, False)
+        p.add(_JSET, CLONE_THREAD, jf=1)
+        p.ret(RET_ALLOW)
+        p.ret(eperm)
+        p.label(skip)
         for name in SELF_ONLY_CHILD:
-            prog += [
-                _ins(_JEQ, 0, 6, NR[name]),
-                _ins(_LD_ABS, 0, 0, 20),           # arg0 high word
-                _ins(_JEQ, 0, 3, 0),
-                _ins(_LD_ABS, 0, 0, 16),           # arg0 low word
-                _ins(_JEQ, 0, 1, self_pid),
-                _ins(_RET, 0, 0, RET_ALLOW),
-                _ins(_RET, 0, 0, eperm),
-            ]
-    prog.append(_ins(_RET, 0, 0, RET_ALLOW))
-    return b"".join(prog)
+            p.only_if(NR[name], [(0, [self_pid])], eperm)
+        for name in SELF_OR_ZERO_CHILD:
+            p.only_if(NR[name], [(0, [0, self_pid])], eperm)
+        for name, which in WHO_PROCESS_CHILD.items():
+            p.only_if(NR[name], [(0, [which]), (1, [0, self_pid])], eperm)
+    p.ret(RET_ALLOW)
+    return p.assemble()
 
 
 class _SockFprog(ctypes.Structure):
@@ -343,11 +521,13 @@ def seccomp_available() -> bool:
         return False
 
 
-def install_seccomp(child: bool, self_pid: int | None = None) -> int:
-    """Install the deny-list filter (needs no_new_privs). Returns the instruction count."""
+def install_seccomp(child: bool, self_pid: int | None = None, raw: bytes | None = None) -> int:
+    """Install the deny-list filter (needs no_new_privs). Returns the instruction count.
+    ``raw``: the program from ``build_filter``, built ahead of time (off a critical path)."""
     if not NR:
         raise OSError(_errno.ENOSYS, f"seccomp filter not implemented for {MACHINE}")
-    raw = build_filter(child, self_pid)
+    if raw is None:
+        raw = build_filter(child, self_pid)
     buf = ctypes.create_string_buffer(raw, len(raw))
     prog = _SockFprog(len(raw) // 8, ctypes.cast(buf, ctypes.c_void_p))
     r = _libc.syscall(NR["seccomp"], ctypes.c_uint(SECCOMP_SET_MODE_FILTER),
@@ -372,6 +552,11 @@ def probe() -> dict:
     if ns.get("error"):
         rep["namespace_error"] = ns["error"]
     rep["netns"] = bool(rep["netns"] and loopback_isolated())
+    try:
+        rep["tasks"] = bool(rep["userns"]) and tasks_cap_holds()
+    except OSError as e:
+        rep["tasks"] = False
+        rep["tasks_error"] = str(e)
     try:
         set_rlimit(resource.RLIMIT_CORE, 0)
         set_rlimit(resource.RLIMIT_NOFILE, 256)

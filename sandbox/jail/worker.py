@@ -8,6 +8,7 @@ candidate. It never runs candidate code itself. The supervisor boots it with
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import json
@@ -32,6 +33,30 @@ from selfdev.sandbox.jail.facade import PolicyViolation, build_env
 
 TORCH_DTYPE = {name: getattr(torch, name) for name in protocol.DTYPES}  # wire name -> dtype
 MSG_CAP = 2000
+# tasks (the main thread included) one child may have: its ``threads`` compute threads twice
+# over, plus room for a runtime's helpers. Counted by the kernel in the child's own user
+# namespace (RLIMIT_NPROC), so nothing else's threads count against it.
+TASKS_BASE = 32
+RLIMITS = sorted({getattr(resource, n) for n in dir(resource) if n.startswith("RLIMIT_")})
+
+
+def max_tasks(threads: int) -> int:
+    return TASKS_BASE + 2 * max(1, threads)
+
+
+def own_state() -> tuple:
+    """What another process could change about this one from outside (prlimit, setpriority,
+    sched_setaffinity/scheduler, ioprio_set): compared before every fork, so a warm parent
+    that was tampered with never hands that on to a child."""
+    return (tuple(resource.getrlimit(r) for r in RLIMITS), os.getpriority(os.PRIO_PROCESS, 0),
+            os.sched_getscheduler(0), os.sched_getparam(0).sched_priority,
+            tuple(sorted(os.sched_getaffinity(0))), osl.ioprio_get())
+
+
+def state_changes(was: tuple, now: tuple) -> str:
+    names = ("resource limits", "nice value", "scheduling policy", "scheduling priority",
+             "CPU affinity", "I/O priority")
+    return ", ".join(n for n, a, b in zip(names, was, now) if a != b)
 
 
 def _cap(s: str, n: int = MSG_CAP) -> str:
@@ -124,21 +149,35 @@ class Parent:
     can always signal the child's process group without a pid-reuse race)."""
 
     def __init__(self, sock: socket.socket, cfg: dict, inputs: Inputs, layers: dict,
-                 ruleset_fd: int | None, devnull: int, statm: int, factory):
+                 ruleset_fd: int | None, statm: int, factory):
         self.sock = sock
         self.cfg = cfg
         self.inputs = inputs
         self.layers = layers
         self.ruleset_fd = ruleset_fd
-        self.devnull = devnull
         self.statm = statm
         self.factory = factory
         self.sel = selectors.DefaultSelector()
         self.zombies: set[int] = set()
+        self.state = own_state()  # as set up; every child starts from exactly this
+        self.tainted: str | None = None
+
+    def check_state(self) -> bool:
+        """False (and the supervisor told, once) if anything in ``own_state`` changed since
+        start-up. A tainted parent forks no more children; the supervisor replaces it."""
+        if self.tainted is None:
+            now = own_state()
+            if now != self.state:
+                self.tainted = state_changes(self.state, now)
+                protocol.send(self.sock, {protocol.TAINTED: self.tainted})
+        return self.tainted is None
 
     def fork_spare(self) -> None:
         """Fork a child that waits for its candidate on a private channel, and give the
-        supervisor the other end of that channel."""
+        supervisor the other end of that channel. Checked before and after the fork: a child
+        forked while the parent's state was not its own is killed unannounced."""
+        if not self.check_state():
+            return
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         vmsize = int(os.pread(self.statm, 64, 0).split()[0]) * os.sysconf("SC_PAGE_SIZE")
         gc.freeze()
@@ -154,6 +193,11 @@ class Parent:
             finally:
                 os._exit(code)
         b.close()
+        if not self.check_state():
+            a.close()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)  # never announced, so the supervisor holds no claim on its pid
+            return
         pidfd = os.pidfd_open(pid)
         self.sel.register(pidfd, selectors.EVENT_READ, pid)
         try:
@@ -210,9 +254,9 @@ def main(ctrl_fd: int) -> None:
         torch.set_num_threads(1)
         inputs = Inputs(fds[0])
         os.close(fds[0])
-        devnull = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         statm = os.open("/proc/self/statm", os.O_RDONLY | os.O_CLOEXEC)
-        factory = build_env(max(1 << 24, 4 * inputs.max_numel))
+        # the element cap: room to stack every expert's largest tensor with the base
+        factory = build_env(max(1 << 24, max(4, len(inputs.experts) + 1) * inputs.max_numel))
         try:  # cpuinfo reads /proc and /sys: do it before Landlock hides them
             torch.backends.cpu.get_cpu_capability()
         except Exception:
@@ -248,6 +292,7 @@ def main(ctrl_fd: int) -> None:
                 layers["seccomp"] = True
             except OSError as e:
                 layers["seccomp_error"] = str(e)
+        layers["tasks"] = bool(layers["userns"]) and "tasks" not in off and osl.tasks_cap_holds()
         missing = [k for k in cfg.get("require", []) if not layers.get(k)]
         gc.collect()
         gc.freeze()
@@ -260,7 +305,7 @@ def main(ctrl_fd: int) -> None:
             protocol.send(sock, {protocol.READY: False, "error": _cap(f"{type(e).__name__}: {e}")})
         finally:
             return
-    Parent(sock, cfg, inputs, layers, ruleset_fd, devnull, statm, factory).loop()
+    Parent(sock, cfg, inputs, layers, ruleset_fd, statm, factory).loop()
 
 
 # ============================================================================ child
@@ -289,15 +334,26 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
     osl.set_pdeathsig(signal.SIGKILL)
     if os.getppid() != parent_pid:
         return 72
+    if own_state() != par.state:  # inherited from a parent tampered with during the fork
+        return 74
     for s in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGALRM, signal.SIGXCPU, signal.SIGXFSZ):
         signal.signal(s, signal.SIG_DFL)
-    os.dup2(par.devnull, 0)
+    # stdin: an empty pipe of its own, never a host file (a descriptor on a host file would
+    # let it change that file's metadata, which Landlock does not govern)
+    r, w = os.pipe()
+    os.dup2(r, 0)
+    os.close(r)
+    os.close(w)
     cfg, layers = par.cfg, par.layers
     applied = {"rlimits": True, "no_new_privs": layers.get("no_new_privs", False),
                "netns": layers.get("netns", False), "userns": layers.get("userns", False),
                "ipcns": layers.get("ipcns", False)}
     setup_error = None
     try:
+        if layers.get("tasks"):
+            # its own user + IPC namespaces and a task cap counted there (see oslayers)
+            osl.enter_child_namespaces(max_tasks(int(cfg["threads"])))
+            applied["tasks"] = True
         if par.ruleset_fd is not None:
             # our own nested Landlock domain: besides the filesystem rules this scopes
             # signals and abstract sockets away from the warm parent and the supervisor
@@ -306,6 +362,14 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
                            landlock_scope=layers.get("landlock_scope", False))
     except Exception as e:
         setup_error = f"{type(e).__name__}: {e}"
+    # again after the credential change of the new user namespace (which may clear it), and
+    # the parent must still be the one we were forked by
+    osl.set_pdeathsig(signal.SIGKILL)
+    if os.getppid() != parent_pid:
+        return 72
+    # our seccomp program, assembled now (the filter names our pid) and installed once the
+    # candidate's descriptors have arrived (receiving them is one of the calls it denies)
+    filter_prog = osl.build_filter(True, os.getpid()) if layers.get("seccomp") else None
     # wait for the candidate (the parent forks us ahead of time)
     try:
         msg, fds = protocol.recv(chan)
@@ -344,7 +408,7 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         signal.setitimer(signal.ITIMER_REAL, timeout + 5.0)
         torch.set_num_threads(threads)  # threads are created lazily, after seccomp, via clone()
         if layers.get("seccomp"):
-            osl.install_seccomp(child=True, self_pid=os.getpid())
+            osl.install_seccomp(child=True, raw=filter_prog)
             applied["seccomp"] = True
         missing = [k for k in require if not applied.get(k)]
         if missing:
@@ -384,6 +448,7 @@ def _candidate_line(tb) -> int | None:
 def run_candidate(msg, par: Parent, res_fd: int) -> dict:
     inputs = par.inputs
     env, make_globals = par.factory  # built in the parent; this process has a private copy
+    cap_mode = contextlib.nullcontext()
     if msg.get("os_only"):
         # test hook (Sandbox(_os_only=True)): full Python, no L1/L2, to show that the OS
         # layers hold on their own. Never used for real candidates.
@@ -398,6 +463,7 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         # marshalled trusted -> untrusted only: the jail never parses candidate source
         code_obj = marshal.loads(msg["blob"])
         glb = make_globals()
+        cap_mode = env.result_cap  # the element cap on every torch call the candidate makes
 
     def printed():
         s = "".join(env.printed)
@@ -415,14 +481,16 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
 
     offsets = inputs.result_offsets
     try:
-        exec(code_obj, glb)
+        with cap_mode:
+            exec(code_obj, glb)
         fn = glb.get("merge_models")
         if not callable(fn):
             return {"status": protocol.REJECTED, "reason": "merge_models is not a function after executing the module", "stdout": printed()}
         for i, name in enumerate(inputs.names):
             base = inputs.base[name]
             tvs = {e: inputs.tv[e][name] for e in inputs.experts}
-            r = fn(tvs, base, name)
+            with cap_mode:
+                r = fn(tvs, base, name)
             if env.violations:
                 return violation_result(" (caught by the candidate)")
             reason = check_result(r, base, name)

@@ -1,8 +1,11 @@
 """The docs cover the contracts, as datasette's test_docs does: every hook, every event type,
-and the plugin guide's code imports only the public door."""
+and the plugin guides' code imports only the public door (signatures, fields and hook tests:
+test_hooks_meta.py)."""
 import ast
 import re
 from pathlib import Path
+
+import pytest
 
 import selfdev
 from selfdev.engine import hookspecs
@@ -34,9 +37,10 @@ def test_every_hook_is_documented():
     assert not missing, missing
 
 
-def test_plugin_guide_imports_only_the_public_door():
-    blocks = _python_blocks((DOCS / "plugins.md").read_text())
-    assert blocks, "docs/plugins.md has no python example"
+@pytest.mark.parametrize("page", ["plugins.md", "writing-plugins.md", "plugin-hooks.md"])
+def test_plugin_guide_imports_only_the_public_door(page):
+    blocks = _python_blocks((DOCS / page).read_text())
+    assert blocks, f"docs/{page} has no python example"
     imports = []
     for block in blocks:
         for node in ast.walk(ast.parse(block)):

@@ -18,6 +18,17 @@ def make_inputs(seed=0, shapes=SHAPES, experts=("e1", "e2", "e3")):
     return base, tvs
 
 
+def attack(body: str) -> str:
+    """A full-Python candidate (for ``Sandbox(_os_only=True)``): run ``body`` at import time,
+    then offer a valid merge."""
+    return body + "\n\ndef merge_models(task_vectors, base, name):\n    return base * 0\n"
+
+
+def out(res) -> str:
+    """Everything the child wrote: print() goes straight to fd 1 when L2 is off."""
+    return res.stdout + res.details.get("fd_output", "")
+
+
 def src(body: str, imports: str = "import torch\nimport math\n") -> str:
     """Wrap a function body into a candidate module."""
     lines = body.strip("\n").splitlines()

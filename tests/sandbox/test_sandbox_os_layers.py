@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from sandbox_helpers import make_inputs
+from sandbox_helpers import attack, make_inputs, out
 
 SECRET_ENV = "SELFDEV_TEST_CANARY_TOKEN"
 
@@ -55,16 +55,6 @@ def raw(canary):
     base, tvs = make_inputs(shapes={"w": (4, 4), "b": (4,)}, experts=("a", "b"))
     with Sandbox(base, tvs, timeout=5.0, memory_mb=512, _os_only=True) as s:
         yield s
-
-
-def attack(body: str) -> str:
-    """Run ``body`` at import time (output via print), then return a valid merge."""
-    return body + "\n\ndef merge_models(task_vectors, base, name):\n    return base * 0\n"
-
-
-def out(res) -> str:
-    """Everything the child wrote: print() goes straight to fd 1 when L2 is off."""
-    return res.stdout + res.details.get("fd_output", "")
 
 
 def everything(res) -> str:

@@ -10,6 +10,7 @@ from sqlite_utils import Database
 
 from selfdev.store import EventStore, NewEvent
 from selfdev.store import migrations as migrations_module
+from selfdev.store.opening import APPLICATION_ID
 from selfdev.store.migrations import MIGRATIONS, applied_migrations, migrate, pending_migrations
 
 EXPECTED_COLUMNS = {
@@ -22,7 +23,7 @@ EXPECTED_COLUMNS = {
     "_migrations": {"name": str, "applied_at": str},
 }  # fmt: skip
 
-ALL = ["m001_events_and_blobs", "m002_projections", "m003_drop_projections"]
+ALL = ["m001_events_and_blobs", "m002_projections", "m003_drop_projections", "m004_application_id"]
 
 EXPECTED_INDEXES = {
     "events": {
@@ -57,6 +58,7 @@ def test_migrate_blank_pins_the_schema():
         "STRICT" in db.execute("SELECT sql FROM sqlite_master WHERE name = 'blobs'").fetchone()[0]
     )
     assert applied_migrations(db) == [fn.__name__ for fn in MIGRATIONS]
+    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID == 0x53444556
     assert pending_migrations(db) == []
     assert migrate(db) == []
 
@@ -135,16 +137,18 @@ def test_a_file_of_the_projection_schema_migrates_with_its_chain_unchanged(
 
 
 def test_a_failing_migration_leaves_no_trace(monkeypatch):
-    def m004_broken(db):
+    def m099_broken(db):
         db["half_done"].create({"x": int})
+        db.execute("PRAGMA application_id = 7")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS + [m004_broken])
+    monkeypatch.setattr(migrations_module, "MIGRATIONS", MIGRATIONS + [m099_broken])
     db = Database(memory=True)
     with pytest.raises(RuntimeError, match="migration bug"):
         migrate(db)
     assert "half_done" not in db.table_names()
     assert applied_migrations(db) == ALL
+    assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
 
 
 def test_readonly_store_leaves_an_unmigrated_database_alone(tmp_path):

@@ -4,14 +4,12 @@ Everything here reads; nothing opens the database for writing or takes its write
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
 from selfdev.engine.api import format_score
-from selfdev.engine.runs import run_summaries
-from selfdev.store.lock import current_holder
+from selfdev.engine.runs import run_summaries, writer_statuses
 
 Clock = Callable[[], datetime]
 
@@ -43,20 +41,12 @@ def fmt_duration(seconds: float | None) -> str:
     return f"{s}s"
 
 
-# -- the writer lock ---------------------------------------------------------------------
-
-
-def writer_holder(db_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """Who holds the database's writer lock, or None: asked of the store's lock module."""
-    return current_holder(db_path)
-
-
 # -- the runs list -----------------------------------------------------------------------
 
 STATUS_MARK = {
     "running": "● running",
     "finished": "✓ finished",
-    "crashed": "⚠ crashed (resumable)",
+    "interrupted": "⚠ interrupted (resumable)",
     "failed": "✗ failed (resumable)",
 }
 
@@ -64,7 +54,7 @@ STATUS_MARK = {
 @dataclass
 class RunRow:
     run_id: str
-    status: str  # running | finished | crashed | failed
+    status: str  # running | finished | interrupted | failed
     domain: str
     generator: str
     optimizer: str
@@ -113,20 +103,15 @@ COLUMNS = ("run", "status", "domain", "generator", "iters", "dev", "test", "star
            "duration", "events")
 
 
-def list_runs(store: Any, now: Clock = utc_now, db_path: str | None = None) -> list[RunRow]:
-    """Every run in the store with the status a user needs: a run that has not finished is
+def list_runs(store: Any, now: Clock = utc_now) -> list[RunRow]:
+    """Every run in the store with the status a user needs, in the words ``selfdev runs``
+    uses (:func:`selfdev.engine.runs.writer_statuses`): a run that has not finished is
     ``running`` only while a writer holds the database (and it is the run written last);
-    otherwise it is ``crashed`` or ``failed`` and can be resumed."""
-    rows = run_summaries(store)
-    holder = writer_holder(db_path or store.path) if rows else None
-    unfinished = [r for r in rows if r.get("status") != "finished"]
-    live_run = (max(unfinished, key=lambda r: r.get("last_position") or 0)["run_id"]
-                if holder and unfinished else None)
+    otherwise it is ``interrupted`` or ``failed`` and can be resumed."""
+    rows = writer_statuses(store, run_summaries(store))
     out = []
     for r in rows:
         status = r.get("status") or "running"
-        if status == "running" and r["run_id"] != live_run:
-            status = "crashed"
         started = parse_time(r.get("started_at"))
         ended = parse_time(r.get("finished_at"))
         if status == "running":

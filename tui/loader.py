@@ -5,7 +5,7 @@ read-only connection, reads the run page by page, and then asks for events after
 position it has every ``poll_interval`` seconds until the run ends or ``stop`` is set.
 Whatever arrived between two looks is taken in one go, so a flood of events costs one
 message, not one per event. It never takes the writer lock: whether a writer is alive is read
-from the lock file (:func:`~selfdev.tui.data.writer_holder`).
+from the lock file (:func:`selfdev.store.lock.current_holder`).
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import threading
 from typing import Any, Callable
 
 from selfdev.store import EventStore
-from selfdev.tui.data import writer_holder
+from selfdev.store.lock import current_holder
 from selfdev.tui.messages import EventsLoaded
 from selfdev.tui.replay import Replay
 
@@ -71,7 +71,7 @@ class RunLoader:
                     self.head = (last.stream_version, last.hash)
                     ended = last.type == "run.finished"  # a failed run can be resumed
                     stopped = ended or last.type == "run.failed"
-                    self.live = not stopped and writer_holder(self.db_path) is not None
+                    self.live = not stopped and current_holder(self.db_path) is not None
                     # more may wait behind a full page, but nothing follows run.finished
                     full = len(page) == limit and not ended
                     limit = self.page_size
@@ -86,7 +86,7 @@ class RunLoader:
                     was = (self.loaded, self.live)
                     if not self.loaded:
                         self._loaded_now()
-                    self.live = writer_holder(self.db_path) is not None
+                    self.live = current_holder(self.db_path) is not None
                     if (self.loaded, self.live) != was:
                         self._report()
                 stop.wait(self.poll_interval)

@@ -37,13 +37,13 @@ class TestRunsScreen:
             assert isinstance(screen, RunsScreen)
             await wait_until(pilot, lambda: screen.loaded)
             status = {r.run_id: r.status_label for r in screen.rows}
-            assert status == {finished: "✓ finished", crashed: "⚠ crashed (resumable)",
+            assert status == {finished: "✓ finished", crashed: "⚠ interrupted (resumable)",
                               failed: "✗ failed (resumable)"}
             # newest first by default; s sorts by the next column, r reverses
             assert [r for r, _ in screen._shown] == [failed, crashed, finished]
             await pilot.press("s", "r")
             assert screen.sort_column == "duration" and not screen.sort_reverse
-            await pilot.press("slash", *"crash")
+            await pilot.press("slash", *"interr")
             assert [r for r, _ in screen._shown] == [crashed]
             await pilot.press("escape")
             assert len(screen._shown) == 3

@@ -7,18 +7,19 @@ import synth
 from tui_helpers import FROZEN, frozen_clock
 
 from selfdev.store import EventStore
-from selfdev.tui.data import fmt_duration, list_runs, writer_holder
+from selfdev.store.lock import current_holder
+from selfdev.tui.data import fmt_duration, list_runs
 
 
 def test_writer_holder_follows_the_lock_and_never_takes_it(tmp_path):
     path = tmp_path / "w.db"
-    assert writer_holder(path) is None  # no lock file at all
+    assert current_holder(path) is None  # no lock file at all
     with EventStore(path, writer="test writer"):
-        holder = writer_holder(path)
+        holder = current_holder(path)
         assert holder is not None and holder["pid"] == os.getpid()
         # asking did not take the lock: a second writer is still refused for the right reason
-        assert writer_holder(path)["writer"] == "test writer"
-    assert writer_holder(path) is None  # released (the file is emptied)
+        assert current_holder(path)["writer"] == "test writer"
+    assert current_holder(path) is None  # released (the file is emptied)
 
 
 def test_a_stale_lock_file_of_a_dead_writer_is_not_a_writer(tmp_path):
@@ -28,7 +29,7 @@ def test_a_stale_lock_file_of_a_dead_writer_is_not_a_writer(tmp_path):
     with open(lock, "w") as f:  # what kill -9 leaves behind: the JSON, but no flock
         json.dump({"pid": 2**22 + 12345, "host": os.uname().nodename, "command": "x",
                    "since": "2025-01-01T00:00:00Z", "writer": None}, f)
-    assert writer_holder(path) is None
+    assert current_holder(path) is None
 
 
 def test_list_runs_statuses_and_durations(tmp_path):
@@ -37,8 +38,8 @@ def test_list_runs_statuses_and_durations(tmp_path):
     with EventStore(path, readonly=True) as store:
         rows = {r.run_id: r for r in list_runs(store, frozen_clock)}
     assert rows[finished].status == "finished" and rows[finished].status_label == "✓ finished"
-    assert rows[crashed].status == "crashed"
-    assert rows[crashed].status_label == "⚠ crashed (resumable)"
+    assert rows[crashed].status == "interrupted"
+    assert rows[crashed].status_label == "⚠ interrupted (resumable)"
     assert rows[failed].status == "failed"
     assert rows[failed].reason == "ValueError: the evaluator crashed"
     assert rows[finished].iters_label == "3/3" and rows[crashed].iters_label == "1/3"
@@ -58,11 +59,11 @@ def test_running_needs_a_live_writer_and_is_the_latest_unfinished_run(tmp_path):
         with EventStore(path, readonly=True) as reader:
             rows = {r.run_id: r for r in list_runs(reader, frozen_clock)}
         assert rows["run-new"].status == "running"
-        assert rows["run-old"].status == "crashed"
+        assert rows["run-old"].status == "interrupted"
         # a running run's duration runs to "now" (the frozen clock)
         assert 299 <= rows["run-new"].duration <= 300
     with EventStore(path, readonly=True) as reader:
-        assert {r.status for r in list_runs(reader, frozen_clock)} == {"crashed"}
+        assert {r.status for r in list_runs(reader, frozen_clock)} == {"interrupted"}
 
 
 def test_fmt_duration():

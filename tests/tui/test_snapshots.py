@@ -36,7 +36,7 @@ def opened(run_index: int, *keys: str):
 
 class TestSnapshots:
     def test_runs_screen(self, snap_compare, app):
-        """Three runs: finished, crashed (resumable), failed (resumable)."""
+        """Three runs: finished, interrupted (resumable), failed (resumable)."""
         assert snap_compare(app, terminal_size=(100, 30), run_before=opened(None))
 
     def test_run_leaderboard_80x24(self, snap_compare, app):

@@ -24,7 +24,7 @@ def test_missing_database_and_unknown_run_are_one_line(tmp_path, demo_db):
     junk = tmp_path / "junk.db"
     junk.write_text("not sqlite")
     result = CliRunner().invoke(tui_cmd, ["--db", str(junk)])
-    assert result.exit_code != 0 and "not an event database" in result.output
+    assert result.exit_code != 0 and "not a SQLite database" in result.output
     path, _ = demo_db
     result = CliRunner().invoke(tui_cmd, ["nope", "--db", str(path)])
     assert result.exit_code != 0 and "no run 'nope'" in result.output

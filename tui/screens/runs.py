@@ -68,7 +68,7 @@ class RunsScreen(Screen):
     def reload(self) -> None:
         """Fold the runs listing in a worker (its own read-only connection)."""
         with EventStore(self.store.path, readonly=True) as store:
-            rows = list_runs(store, self.app.clock, self.store.path)
+            rows = list_runs(store, self.app.clock)
         try:
             self.app.call_from_thread(self._show, rows)
         except RuntimeError:  # the app is closing

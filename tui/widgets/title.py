@@ -27,7 +27,7 @@ def run_status(frame: Frame) -> str:
         return "✗ failed (resumable)"
     if frame.live:
         return "● running"
-    return "⚠ crashed (resumable)"
+    return "⚠ interrupted (resumable)"
 
 
 class RunTitle(Line):

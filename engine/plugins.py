@@ -103,11 +103,6 @@ def debug_enabled() -> bool:
     return os.environ.get("SELFDEV_DEBUG", "").strip().lower() in _TRUE
 
 
-def load_problems() -> list[LoadProblem]:
-    """Every problem reported while loading plugins in this process, in order."""
-    return list(_problems)
-
-
 def report_problem(plugin: str, message: str, exc: BaseException | None = None,
                    key: str | None = None) -> None:
     """Name a broken plugin in one line on stderr (once per ``key``), with the traceback when

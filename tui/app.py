@@ -58,7 +58,8 @@ class SelfdevApp(App[None]):
         return Path(self.store.path).name
 
     def on_mount(self) -> None:
-        self.push_screen(RunsScreen(self.store, refresh_every=self.runs_refresh))
+        self.push_screen(RunsScreen(self.store, refresh_every=self.runs_refresh,
+                                    load_now=not self.start_run))
         if self.start_run:
             self.open_run(self.start_run)
 

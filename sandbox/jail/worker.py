@@ -160,6 +160,8 @@ class Parent:
         self.sel = selectors.DefaultSelector()
         self.zombies: set[int] = set()
         self.state = own_state()  # as set up; every child starts from exactly this
+        # the children's seccomp program, their pid left open (see oslayers.fill_filter)
+        self.filter_template = osl.child_filter_template() if layers.get("seccomp") else None
         self.tainted: str | None = None
 
     def check_state(self) -> bool:
@@ -369,7 +371,7 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         return 72
     # our seccomp program, assembled now (the filter names our pid) and installed once the
     # candidate's descriptors have arrived (receiving them is one of the calls it denies)
-    filter_prog = osl.build_filter(True, os.getpid()) if layers.get("seccomp") else None
+    filter_prog = osl.fill_filter(par.filter_template, os.getpid()) if layers.get("seccomp") else None
     # wait for the candidate (the parent forks us ahead of time)
     try:
         msg, fds = protocol.recv(chan)

@@ -197,19 +197,19 @@ FAILING = '''
 import selfdev
 
 
-def confusion(model, split):
-    raise ValueError(f"no labels for {split}")
+def download(url):
+    raise ValueError(f"no route to {url}")
 
 
-class Failing(selfdev.Evaluator):
+class Failing(selfdev.Domain):
     name = "failing"
 
-    def evaluate(self, domain, model, split):
-        return confusion(model, split)
+    def prepare(self):
+        return download("models.example")
 
 
 @selfdev.hookimpl
-def register_evaluators(register):
+def register_domains(register):
     register(Failing)
 '''
 
@@ -218,8 +218,6 @@ CONFIG = '''
 iterations = 1
 candidates = 2
 [domain]
-name = "digits"
-[evaluator]
 name = "failing"
 '''
 
@@ -231,12 +229,12 @@ def test_a_failing_plugin_stops_the_run_in_one_line_and_debug_shows_where(tmp_pa
     plain = selfdev(tmp_path, "run", str(tmp_path / "run.toml"), "--db", db, "--quiet")
     assert plain.returncode == 2
     (line,) = plain.stderr.splitlines()[-1:]
-    assert re.fullmatch(r"error: run (run-[\w-]+) failed in plugin 'failing': ValueError: no labels "
-                        r"for dev; fix it and `selfdev resume \1` \(--debug shows the traceback\)", line)
+    assert re.fullmatch(r"error: run (run-[\w-]+) failed in plugin 'failing': ValueError: no route "
+                        r"to models.example; fix it and `selfdev resume \1` \(--debug shows the traceback\)", line)
     assert "Traceback" not in plain.stderr
     debug = selfdev(tmp_path, "--debug", "run", str(tmp_path / "run.toml"), "--db", db, "--quiet")
     assert debug.returncode == 2
     assert "Traceback (most recent call last)" in debug.stderr
-    assert 'selfdev_failing.py", line 13, in evaluate' in debug.stderr
-    assert 'selfdev_failing.py", line 6, in confusion' in debug.stderr
+    assert 'selfdev_failing.py", line 13, in prepare' in debug.stderr
+    assert 'selfdev_failing.py", line 6, in download' in debug.stderr
     assert debug.stderr.splitlines()[-1].startswith("error: run run-")

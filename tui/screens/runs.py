@@ -28,10 +28,14 @@ class RunsScreen(Screen):
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
-    def __init__(self, store: Any, *, refresh_every: float = 2.0) -> None:
+    def __init__(self, store: Any, *, refresh_every: float = 2.0, load_now: bool = True) -> None:
         super().__init__()
         self.store = store
         self.refresh_every = refresh_every
+        # False when a run screen goes over the list at once (``selfdev tui RUN``): the list is
+        # then read when it first comes into view, not while the run's own loader works
+        self.load_now = load_now
+        self._resumes = 0
         self.rows: list[RunRow] = []
         self.sort_column = "started"
         self.sort_reverse = True
@@ -50,13 +54,16 @@ class RunsScreen(Screen):
         for key in COLUMNS:
             table.add_column(HEADERS[key], key=key)
         table.focus()
+        if self.load_now:
+            self.reload()
         if self.refresh_every:
             self.set_interval(self.refresh_every, self._tick)
 
     def on_screen_resume(self) -> None:
-        """Read the runs whenever the list comes (back) into view, the first time included
-        (after the next refresh: ``selfdev tui RUN`` puts a run screen over it at once)."""
-        self.call_after_refresh(self._tick)
+        """Coming back into view (escape from a run), read the runs at once."""
+        self._resumes += 1
+        if (self._resumes > 1 or not self.load_now) and self.is_current:
+            self.reload()
 
     def _tick(self) -> None:
         # a hidden list is not polled: under a run screen it would fold every run again,

@@ -11,7 +11,7 @@ import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -136,20 +136,26 @@ def drive(store: Any, cfg: Any, quiet: bool, as_json: bool) -> None:
     """Start a run from ``cfg`` and drive it to the end."""
     from selfdev.engine.loop import start_run
 
-    global _active_run
-    run_id = _active_run = start_run(store, cfg)
-    if not quiet:
-        click.echo(f"run {run_id} (resume with `selfdev resume {run_id}`)", err=True)
-    finish(store, run_id, quiet, as_json)
+    def start() -> str:
+        global _active_run
+        run_id = _active_run = start_run(store, cfg)
+        if as_json and not quiet:  # no display to announce it: say how to resume
+            click.echo(f"run {run_id} (resume with `selfdev resume {run_id}`)", err=True)
+        return run_id
+
+    finish(store, start, quiet, as_json)
 
 
-def finish(store: Any, run_id: str, quiet: bool, as_json: bool) -> None:
+def finish(store: Any, run: str | Callable[[], str], quiet: bool, as_json: bool) -> None:
+    """Drive ``run`` (a run id, or a function that starts one) to its end and print the tables.
+
+    The display is attached before a new run starts, so it sees ``run.started`` too."""
     from selfdev.engine.loop import Runner
     from selfdev.engine.report import render, summary
 
     global _active_run
-    _active_run = run_id
     with console_listener(quiet or as_json) as progress:
+        run_id = _active_run = run() if callable(run) else run
         state = Runner(store, run_id, progress=progress).run()
     data = summary(state, head=store.head(run_id)[1])
     if as_json:

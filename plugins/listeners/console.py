@@ -57,7 +57,8 @@ class ConsoleListener:
     def on_event(self, event: Any) -> None:
         p = event.payload
         if event.type == "run.started":
-            self.console.print(f"[bold]run {event.run_id}[/]: domain {p['domain']}, generator "
+            self.console.print(f"[bold]run {event.run_id}[/] (resume with `selfdev resume "
+                               f"{event.run_id}`): domain {p['domain']}, generator "
                                f"{p['generator']}, optimizer {p['optimizer']}, {p['iterations']} "
                                f"iterations x {p['candidates']} candidates, seed {p['seed']}")
         elif event.type == "run.resumed":

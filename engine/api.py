@@ -357,6 +357,26 @@ class Domain(Component):
     def close(self) -> None:
         """Release sandboxes and other resources."""
 
+    def export_state(self) -> Any:
+        """What a worker on another machine needs to use this prepared domain without calling
+        ``prepare()`` (seed, experts, data): executors put it in their object store once per
+        iteration. The default is the instance's picklable attributes without ``ctx`` and
+        ``options`` (the worker builds its own from the same config); a domain whose state is
+        too large or not picklable returns None, and the worker calls ``prepare()`` itself."""
+        state = dict(self.__getstate__() or {})
+        for key in ("ctx", "options"):
+            state.pop(key, None)
+        return state
+
+    def import_state(self, state: Any) -> None:
+        """Take over ``export_state()``'s value from the engine's domain (or ``prepare()`` when
+        it is None). Releases what was built from earlier state (``close()``) first."""
+        self.close()
+        if state is None:
+            self.prepare()
+        else:
+            self.__dict__.update(state)
+
 
 class Evaluator(Component):
     """Scores a model on a split (``dev`` or ``test``); ``score`` is the main metric.
@@ -394,11 +414,97 @@ class Optimizer(Component):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class WorkSpec:
+    """What a worker on another machine needs to rebuild the engine's side of candidate work.
+
+    An executor that runs candidates in this process uses the engine's own domain; one that
+    runs them elsewhere (``ray``) cannot ship that domain (it owns a live sandbox: processes
+    and sockets), so it ships this description instead and the worker builds the domain and
+    the evaluator from the same registry with the same options (``{"name": ..., **options}``).
+    """
+
+    run_id: str
+    seed: int
+    domain: dict[str, Any]
+    evaluator: dict[str, Any]
+    config: dict[str, Any] = field(default_factory=dict)  # the whole validated run config
+
+
+@dataclass(frozen=True)
+class CandidateWork:
+    """One candidate's work, described by value (picklable, no closure over engine state)."""
+
+    candidate_id: str
+    code: str
+    split: str  # "dev" during the loop, "test" for the final top k
+    timeout: float
+
+
+@dataclass
+class CandidateResult:
+    """What one candidate's work produced; the driver turns it into events.
+
+    ``status`` is the sandbox's (ok|rejected|error|timeout|killed; an evaluator that raised on
+    the merged model makes it ``error``). ``evaluated`` says whether ``score``/``metrics`` come
+    from the evaluator; otherwise ``metrics`` holds ``{"error": ...}`` for the test split's
+    record. ``retries`` lists why earlier attempts were lost (a worker or node that died): the
+    driver records one ``candidate.retried`` event per entry, so a retry is never silent.
+    """
+
+    candidate_id: str
+    status: str
+    reason: str | None = None
+    duration_ms: float = 0.0
+    stdout: str = ""
+    evaluated: bool = False
+    score: float | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    retries: list[str] = field(default_factory=list)
+
+
+def execute_candidate(domain: "Domain", evaluator: "Evaluator",
+                      work: CandidateWork) -> CandidateResult:
+    """Apply one candidate through the domain's sandbox and score it: the one code path every
+    executor runs (in the engine's process or on a remote worker), so they give equal results."""
+    outcome = domain.apply(work.code, work.timeout)
+    result = CandidateResult(work.candidate_id, outcome.status, outcome.reason,
+                             round(outcome.duration_ms, 3), outcome.stdout)
+    if not outcome.ok:
+        result.metrics = {"error": f"{outcome.status}: {outcome.reason}"}
+        return result
+    try:
+        metrics = dict(evaluator.evaluate(domain, outcome.model, work.split))
+    except Exception as exc:  # noqa: BLE001 - a merged model that breaks the evaluator
+        result.status = "error"
+        result.reason = f"evaluation failed: {type(exc).__name__}: {exc}"
+        result.metrics = {"error": result.reason}
+        return result
+    result.evaluated, result.score, result.metrics = True, metrics.get("score"), metrics
+    return result
+
+
 class Executor(Component):
-    """Where candidate work runs. ``map`` yields ``(index, result)`` as items finish."""
+    """Where candidate work runs. ``map`` yields ``(index, result)`` as items finish.
+
+    The engine calls :meth:`run_candidates`; an executor that runs work in this process only
+    implements ``map`` (the default ``run_candidates`` maps the engine's in-process function).
+    One that runs work on other machines overrides ``run_candidates`` and uses the
+    :class:`WorkSpec` and the :class:`CandidateWork` values, which describe the work by value.
+    """
 
     def map(self, fn: Callable[[Any], Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
         raise NotImplementedError
+
+    def run_candidates(self, spec: WorkSpec, domain: "Domain", works: list[CandidateWork],
+                       run: Callable[[CandidateWork], CandidateResult]
+                       ) -> Iterator[tuple[int, CandidateResult]]:
+        """Yield ``(index into works, result)`` for every work item, each exactly once.
+
+        ``run`` does one item in this process with the engine's prepared ``domain``;
+        ``domain.export_state()`` is what a remote worker needs to skip ``prepare()``.
+        """
+        return self.map(run, works)
 
     def close(self) -> None:
         pass

@@ -125,6 +125,21 @@ class CandidateExecuted(Event):
 
 
 @dataclass
+class CandidateRetried(Event):
+    """An attempt at a candidate's work was lost with its worker or node and was run again.
+
+    Appended by the driver just before the candidate's ``candidate.executed`` (same batch), one
+    per lost attempt, so an auditor sees every retry and the log still has exactly one result
+    per candidate. ``attempt`` is the attempt that was lost (1 = the first).
+    """
+
+    TYPE = "candidate.retried"
+    candidate_id: str = ""
+    attempt: int = 1
+    reason: str = ""
+
+
+@dataclass
 class CandidateEvaluated(Event):
     """The merged model was scored on ``split`` (dev during the loop, test for the top k)."""
 

@@ -21,8 +21,9 @@ from typing import Any, Callable
 
 from selfdev.engine import events as ev
 from selfdev.engine import plugins as plugin_mod
-from selfdev.engine.api import (Completion, Context, NullProgress, Pair, Progress, SelfdevError,
-                                derive_seed, selfdev_home, selfdev_version)
+from selfdev.engine.api import (CandidateResult, CandidateWork, Completion, Context, NullProgress,
+                                Pair, Progress, SelfdevError, WorkSpec, derive_seed,
+                                execute_candidate, selfdev_home, selfdev_version)
 from selfdev.engine.config import RunConfig, check_options, from_dict
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
@@ -439,37 +440,66 @@ class Runner:
         return ev.CandidateScreened(candidate_id=cid, status="accepted", code=code_ref,
                                     ast_hash=verdict.ast_hash)
 
+    def candidate_work(self, cid: str, split: str) -> CandidateWork:
+        """One candidate's work by value (what any executor, local or remote, is handed)."""
+        return CandidateWork(cid, self.store.get_text(self.state.candidates[cid].code), split,
+                             self.cfg.run.timeout)
+
+    def work_spec(self) -> WorkSpec:
+        """How a worker on another machine rebuilds the domain and the evaluator."""
+        evaluator = self.component("evaluator")
+        return WorkSpec(run_id=self.run_id, seed=self.cfg.run.seed,
+                        domain={"name": self.cfg.domain.name, **self.cfg.domain.options},
+                        evaluator={"name": evaluator.name, **self.cfg.evaluator.options},
+                        config=self.cfg.to_dict())
+
+    @staticmethod
+    def result_events(result: CandidateResult, split: str) -> list[ev.Event]:
+        """The events one candidate's result is recorded as (retries first)."""
+        cid = result.candidate_id
+        out: list[ev.Event] = [ev.CandidateRetried(candidate_id=cid, attempt=i + 1, reason=why)
+                               for i, why in enumerate(result.retries)]
+        executed = ev.CandidateExecuted(candidate_id=cid, status=result.status,
+                                        reason=result.reason, duration_ms=result.duration_ms,
+                                        stdout=result.stdout)
+        if split == "dev":
+            out.append(executed)
+            if result.evaluated:
+                out.append(ev.CandidateEvaluated(candidate_id=cid, split=split,
+                                                 score=result.score, metrics=result.metrics))
+        else:
+            out.append(ev.CandidateEvaluated(candidate_id=cid, split=split,
+                                             score=result.score if result.evaluated else None,
+                                             metrics=result.metrics))
+        return out
+
     def run_candidate(self, cid: str, split: str) -> list[ev.Event]:
-        """Apply one candidate through the sandbox and score it (runs in the executor)."""
-        code = self.store.get_text(self.state.candidates[cid].code)
-        outcome = self.domain.apply(code, self.cfg.run.timeout)
-        executed = ev.CandidateExecuted(candidate_id=cid, status=outcome.status,
-                                        reason=outcome.reason,
-                                        duration_ms=round(outcome.duration_ms, 3),
-                                        stdout=outcome.stdout)
-        if not outcome.ok:
-            return [executed] if split == "dev" else [
-                ev.CandidateEvaluated(candidate_id=cid, split=split, score=None,
-                                      metrics={"error": f"{outcome.status}: {outcome.reason}"})]
-        try:
-            metrics = self.evaluate(outcome.model, split)
-        except Exception as exc:  # noqa: BLE001 - a merged model that breaks the evaluator
-            executed.status, executed.reason = "error", f"evaluation failed: {type(exc).__name__}: {exc}"
-            return [executed] if split == "dev" else [
-                ev.CandidateEvaluated(candidate_id=cid, split=split, score=None,
-                                      metrics={"error": executed.reason})]
-        evaluated = ev.CandidateEvaluated(candidate_id=cid, split=split,
-                                          score=metrics.get("score"), metrics=metrics)
-        return [executed, evaluated] if split == "dev" else [evaluated]
+        """Apply one candidate through the sandbox and score it, in this process."""
+        work = self.candidate_work(cid, split)
+        result = execute_candidate(self.domain, self.component("evaluator"), work)
+        return self.result_events(result, split)
 
     def run_many(self, ids: list[str], split: str, description: str) -> None:
+        """Hand the candidates to the executor and record each result as it comes back.
+
+        The driver alone appends: an executor (local threads or remote workers) only returns
+        values, and each candidate's events go to the log in one atomic batch."""
         executor = self.component("executor")
-        evaluator_plugin = self.component("evaluator").plugin
+        evaluator = self.component("evaluator")
+        works = [self.candidate_work(cid, split) for cid in ids]
         task = self.progress.task(description, total=len(ids))
-        for _, produced in executor.map(lambda cid: self.run_candidate(cid, split), ids):
-            self.append([(e, self.domain.plugin if isinstance(e, ev.CandidateExecuted)
-                          else evaluator_plugin) for e in produced])
-            task.advance()
+        results = executor.run_candidates(self.work_spec(), self.domain, works,
+                                          lambda w: execute_candidate(self.domain, evaluator, w))
+        try:
+            for _, result in results:
+                self.append([(e, self.domain.plugin if isinstance(
+                    e, (ev.CandidateExecuted, ev.CandidateRetried)) else evaluator.plugin)
+                    for e in self.result_events(result, split)])
+                task.advance()
+        finally:
+            close = getattr(results, "close", None)
+            if close:  # a generator's cleanup cancels the executor's in-flight work
+                close()
         task.close()
 
     def do_execute(self, step: Step) -> None:

@@ -68,6 +68,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "selfdev.plugins.optimizers.none",
     "selfdev.plugins.optimizers.sft",
     "selfdev.plugins.executors.local",
+    "selfdev.plugins.executors.ray",
     "selfdev.plugins.listeners.console",
     "selfdev.plugins.commands.apply",
     "selfdev.plugins.commands.factory_stats",

@@ -18,10 +18,72 @@ def sandbox_cli():
     """Run and inspect the candidate sandbox."""
 
 
+def _node_doctor() -> dict:
+    """The doctor's report on the node this runs on (a Ray task's body)."""
+    import socket
+
+    from selfdev.sandbox import doctor
+    rep = doctor()
+    rep["host"] = socket.gethostname()
+    return rep
+
+
+def _ray_doctor(address: str, as_json: bool) -> None:
+    """Run the doctor on every alive node of a Ray cluster, one task pinned to each node, and
+    print a row per node: a worker refuses candidates where a required layer is missing, so
+    this is how an operator finds such a node before a run does."""
+    try:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    except ImportError:
+        _fail("--ray needs Ray: pip install 'selfdev[ray]'")
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    try:
+        if address == "local":
+            ray.init(include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(address=address, log_to_driver=False)
+    except Exception as e:  # noqa: BLE001 - no cluster there: one line
+        _fail(f"cannot join the Ray cluster at {address!r} ({type(e).__name__}: "
+              f"{str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}); allowed: "
+              "'local', 'auto' or 'ray://HOST:PORT'")
+    try:
+        task = ray.remote(num_cpus=0)(_node_doctor)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote() for n in nodes]
+        reports = ray.get(refs, timeout=300)
+    finally:
+        ray.shutdown()
+    rows = [{"node": n["NodeID"][:12], "address": n.get("NodeManagerAddress"),
+             "host": r["host"], "kernel": r["kernel"],
+             "missing": r["missing_for_default"],
+             "layers": sorted(k for k, v in r["layers"].items() if v)}
+            for n, r in zip(nodes, reports)]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, sort_keys=True))
+    else:
+        for row in rows:
+            state = ("ok" if not row["missing"]
+                     else f"MISSING {', '.join(row['missing'])}: refuses candidates")
+            click.echo(f"{row['node']}  {row['address']:15s}  {row['host']:20s}  "
+                       f"kernel {row['kernel']:20s}  {len(row['layers'])} layers  {state}")
+    if any(row["missing"] for row in rows):
+        sys.exit(1)
+
+
 @sandbox_cli.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def doctor_cmd(as_json: bool):
-    """Show which isolation layers are active on this kernel."""
+@click.option("--ray", "on_ray", is_flag=True,
+              help="Run the doctor on every node of a Ray cluster, a row per node.")
+@click.option("--ray-address", default="auto", show_default=True,
+              help="With --ray: 'auto' (this machine's cluster), 'ray://HOST:PORT', or "
+                   "'local' (start one here).")
+def doctor_cmd(as_json: bool, on_ray: bool, ray_address: str):
+    """Show which isolation layers are active on this kernel (or on every Ray node)."""
+    if on_ray:
+        _ray_doctor(ray_address, as_json)
+        return
     from selfdev.sandbox import doctor
     rep = doctor()
     if as_json:

@@ -47,6 +47,11 @@ _EXPORTS: dict[str, str] = {
     "Progress": "selfdev.engine.api",
     "ProgressTask": "selfdev.engine.api",
     "NullProgress": "selfdev.engine.api",
+    # candidate work described by value (executors that run it on other machines)
+    "WorkSpec": "selfdev.engine.api",
+    "CandidateWork": "selfdev.engine.api",
+    "CandidateResult": "selfdev.engine.api",
+    "execute_candidate": "selfdev.engine.api",
     # errors the CLI prints as one line
     "SelfdevError": "selfdev.engine.api",
     "ConfigError": "selfdev.engine.api",
@@ -71,6 +76,7 @@ _EXPORTS: dict[str, str] = {
     "screen": "selfdev.sandbox",
     "ScreenResult": "selfdev.sandbox",
     "extract_candidate": "selfdev.sandbox",
+    "doctor": "selfdev.sandbox",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
@@ -96,6 +102,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
+    from selfdev.engine.api import (CandidateResult, CandidateWork, WorkSpec, execute_candidate)
     from selfdev.engine.api import (Baseline, Completion, ConfigError, Component, Context,
                                     Domain, Evaluator, Executor, Generator, MergeOutcome,
                                     NullProgress, Optimizer, Pair, Progress, ProgressTask,
@@ -106,7 +113,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
     from selfdev.engine.plugins import Registry, get_registry
     from selfdev.engine.runs import open_store, resolve_run
     from selfdev.sandbox import (Sandbox, SandboxResult, SandboxUnavailable, ScreenResult,
-                                 extract_candidate, screen)
+                                 doctor, extract_candidate, screen)
     from selfdev.store import EventStore, NewEvent, StoredEvent
 
     __version__: str

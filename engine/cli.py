@@ -29,6 +29,34 @@ def echo_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+def executor_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--executor NAME``, ``--ray-local`` and ``--ray-address ADDR`` (``demo`` and ``run``)."""
+    command = click.option("--ray-address", default=None, metavar="auto|ray://HOST:PORT",
+                           help="Join a running Ray cluster (implies --executor ray).")(command)
+    command = click.option("--ray-local", is_flag=True,
+                           help="Start a Ray cluster on this machine (implies --executor ray).")(command)
+    return click.option("--executor", default=None, metavar="NAME",
+                        help="Where candidate work runs: local (default) or ray, or a "
+                             "plugin's executor.")(command)
+
+
+def with_executor(data: dict[str, Any], executor: str | None, ray_local: bool,
+                  ray_address: str | None) -> dict[str, Any]:
+    """The config ``data`` with its ``[executor]`` table replaced as the options ask."""
+    if ray_local and ray_address:
+        raise SelfdevError("--ray-local starts a cluster and --ray-address joins one: give one")
+    if (ray_local or ray_address) and executor not in (None, "ray"):
+        raise SelfdevError(f"--ray-local/--ray-address need the ray executor, not {executor!r}")
+    section = dict(data.get("executor") or {})
+    name = "ray" if (ray_local or ray_address) else executor or section.get("name", "local")
+    if name != section.get("name", "local"):
+        section = {k: v for k, v in section.items() if k == "workers"}  # other keys are per kind
+    section["name"] = name
+    if ray_local or ray_address:
+        section["address"] = "local" if ray_local else ray_address
+    return {**data, "executor": section}
+
+
 @contextmanager
 def console_listener(quiet: bool) -> Iterator[Any]:
     """Rich progress bars + per-iteration lines while a run goes (stderr)."""
@@ -177,33 +205,39 @@ def finish(store: Any, run: str | Callable[[], str], quiet: bool, as_json: bool)
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1),
               help="Candidates in flight at once.")
+@executor_options
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @json_option
 @db_option
 def demo(domain: str, generator: str, optimizer: str, iterations: int, candidates: int,
-         seed: int, workers: int, quiet: bool, as_json: bool, db: Path | None) -> None:
+         seed: int, workers: int, executor: str | None, ray_local: bool, ray_address: str | None,
+         quiet: bool, as_json: bool, db: Path | None) -> None:
     """Run the whole loop on the embedded tiny models (no configuration needed): the tiny
     factory writes candidates, the sandbox runs them, DPO refines the factory."""
     from selfdev.engine.config import from_dict
 
-    cfg = from_dict({"run": {"seed": seed, "iterations": iterations, "candidates": candidates},
-                     "domain": {"name": domain}, "generator": {"name": generator},
-                     "optimizer": {"name": optimizer},
-                     "executor": {"name": "local", "workers": workers}})
+    data = {"run": {"seed": seed, "iterations": iterations, "candidates": candidates},
+            "domain": {"name": domain}, "generator": {"name": generator},
+            "optimizer": {"name": optimizer}, "executor": {"name": "local", "workers": workers}}
+    cfg = from_dict(with_executor(data, executor, ray_local, ray_address))
     with open_store(db, readonly=False) as store:
         drive(store, cfg, quiet, as_json)
 
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+@executor_options
 @click.option("--quiet", is_flag=True, help="No progress output.")
 @json_option
 @db_option
-def run(config: Path, quiet: bool, as_json: bool, db: Path | None) -> None:
-    """Start a run from a TOML configuration."""
-    from selfdev.engine.config import load
+def run(config: Path, executor: str | None, ray_local: bool, ray_address: str | None, quiet: bool,
+        as_json: bool, db: Path | None) -> None:
+    """Start a run from a TOML configuration (the executor options override its [executor])."""
+    from selfdev.engine.config import from_dict, load
 
     cfg = load(config)
+    if executor or ray_local or ray_address:
+        cfg = from_dict(with_executor(cfg.to_dict(), executor, ray_local, ray_address))
     with open_store(db, readonly=False) as store:
         drive(store, cfg, quiet, as_json)
 

@@ -91,3 +91,27 @@ def test_a_second_writer_is_refused_naming_the_holder(tmp_path):
     assert result.exit_code == 2
     assert "holder-under-test" in result.output or "pid" in result.output
     assert "Traceback" not in result.output
+
+
+def test_executor_options_replace_the_executor_table():
+    from selfdev.engine.cli import with_executor
+
+    base = {"run": {"seed": 0}, "executor": {"name": "local", "workers": 3}}
+    assert with_executor(base, None, False, None)["executor"] == {"name": "local", "workers": 3}
+    assert with_executor(base, None, True, None)["executor"] == {
+        "name": "ray", "workers": 3, "address": "local"}
+    assert with_executor(base, "ray", False, "ray://head:10001")["executor"] == {
+        "name": "ray", "workers": 3, "address": "ray://head:10001"}
+    ray_cfg = {"executor": {"name": "ray", "address": "auto", "num_gpus": 1}}
+    assert with_executor(ray_cfg, "local", False, None)["executor"] == {"name": "local"}
+    assert base["executor"] == {"name": "local", "workers": 3}  # the input is not changed
+
+
+@pytest.mark.parametrize("args", [["--ray-local", "--ray-address", "auto"],
+                                  ["--executor", "local", "--ray-local"]])
+def test_executor_options_that_contradict_are_one_line(tmp_path, args):
+    db = tmp_path / "runs.db"
+    result = CliRunner().invoke(cli, ["demo", "--db", str(db), *args])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert "ray" in result.output and not db.exists()

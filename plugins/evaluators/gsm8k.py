@@ -17,6 +17,10 @@ Data: one JSON object per line with ``question`` and ``answer`` (a solution whos
   (file hashes, sizes, index hash) so a run can record it.
 
 The model is an ``LMModel`` handle (see ``plugins/domains/lm/model.py``) or a model directory.
+With ``warm_engine`` (the default) the evaluator keeps one engine for its life
+(``plugins/domains/lm/engine.py``): the model (or vLLM engine) is built once from the seed and
+each candidate's merged tensors are copied into it in place, so candidates pay no model build
+or engine start (in the engine's process and on every Ray worker actor alike).
 """
 from __future__ import annotations
 
@@ -261,7 +265,8 @@ def vllm_available() -> tuple[bool, str]:
 
 
 class _VLLMRunner:
-    """One vLLM engine per model directory (merged models are written to a temp dir first)."""
+    """``warm_engine = false``: one vLLM engine per model directory (merged models are written to
+    a temp dir first), started again for every candidate."""
 
     def __init__(self, gpu_memory_utilization: float = 0.85, dtype: str = "auto") -> None:
         self.gmu = gpu_memory_utilization
@@ -337,6 +342,9 @@ class GSM8kEvaluator(Evaluator):
                                                                             "of GPU memory")
         keep_outputs: bool = Field(False, description="keep the generated answers "
                                                       "(last_outputs)")
+        warm_engine: bool = Field(True, description="keep one model (or vLLM engine) and copy "
+                                                    "each candidate's merged weights into it; "
+                                                    "false: build a model per candidate")
 
     #: the options merged over the domain's eval_spec() and DEFAULTS
     SPEC_KEYS = ("test_file", "dev_file", "train_file", "shots", "dev_size", "test_limit",
@@ -350,7 +358,9 @@ class GSM8kEvaluator(Evaluator):
             if not ok:
                 raise ConfigError(f"gsm8k: backend 'vllm' is unavailable: {why}; "
                                   f"use backend = \"hf\"")
-        self._vllm = _VLLMRunner(o.gpu_memory_utilization) if o.backend == "vllm" else None
+        self._vllm = _VLLMRunner(o.gpu_memory_utilization) \
+            if o.backend == "vllm" and not o.warm_engine else None
+        self._engine: Any = None  # the warm engine, built on first use
         self._resolved: dict[str, Any] | None = None
         self._splits: dict[str, list[dict[str, Any]]] = {}
         self._prompts: dict[str, list[str]] = {}
@@ -467,6 +477,16 @@ class GSM8kEvaluator(Evaluator):
         prog = getattr(self.ctx, "progress", None)
         task = prog.task(progress_desc, total=len(prompts)) if prog is not None else None
         try:
+            torch_dtype = None if self.options.dtype == "auto" else self.options.dtype
+            if self.options.warm_engine:
+                engine = self.engine()
+                if self.options.backend == "vllm":
+                    outs = engine.generate(handle, prompts, max_new, stops)
+                    if task:
+                        task.advance(len(prompts))
+                    return outs
+                m, tok = engine.load(handle)
+                return hf_generate(m, tok, prompts, max_new, stops, int(spec["batch_size"]), task)
             if self.options.backend == "vllm":
                 import tempfile
 
@@ -480,12 +500,31 @@ class GSM8kEvaluator(Evaluator):
                 if task:
                     task.advance(len(prompts))
                 return outs
-            torch_dtype = None if self.options.dtype == "auto" else self.options.dtype
-            m, tok = handle.load(self._device(), torch_dtype)
+            from selfdev.plugins.domains.lm.engine import fresh_load
+
+            m, tok = fresh_load(handle, self._device(), torch_dtype)
             return hf_generate(m, tok, prompts, max_new, stops, int(spec["batch_size"]), task)
         finally:
             if task:
                 task.close()
+
+    def engine(self):
+        """The evaluator's warm engine (built on first use, kept until ``close``)."""
+        if self._engine is None:
+            from selfdev.plugins.domains.lm import engine as eng
+
+            o = self.options
+            if o.backend == "vllm":
+                self._engine = eng.VLLMEngine(o.gpu_memory_utilization, o.dtype)
+            else:
+                self._engine = eng.HFEngine(self._device(),
+                                            None if o.dtype == "auto" else o.dtype)
+        return self._engine
+
+    def engine_stats(self) -> dict[str, int]:
+        """Models built and handles loaded in place by the warm engine (zeros before first use)."""
+        e = self._engine
+        return {"builds": getattr(e, "builds", 0), "in_place": getattr(e, "in_place", 0)}
 
     def evaluate(self, domain, model, split: str) -> dict[str, float]:
         rows = self.items(split, domain)
@@ -513,6 +552,9 @@ class GSM8kEvaluator(Evaluator):
     def close(self) -> None:
         if self._vllm is not None:
             self._vllm.close()
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
 
 
 @hookimpl

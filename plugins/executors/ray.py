@@ -105,8 +105,17 @@ class CandidateWorker:
             self.state_key = key
         return execute_candidate(self.domain, self.evaluator, work)
 
+    def evaluator_stats(self) -> dict[str, Any]:
+        """The evaluator's warm-engine counters (``gsm8k``: models built, handles loaded in
+        place), so a test or an operator can see that candidates did not rebuild the model."""
+        stats = getattr(self.evaluator, "engine_stats", None)
+        return dict(stats()) if callable(stats) else {}
+
     def close(self) -> None:
         self.domain.close()
+        close = getattr(self.evaluator, "close", None)
+        if callable(close):  # frees the warm engine (its GPU memory) before the actor dies
+            close()
 
 
 class RayExecutor(Executor):

@@ -258,6 +258,12 @@ class LMDomain(Domain):
             prog = NullProgress()
         return prog.task(desc, total=total)
 
+    def export_state(self) -> Any:
+        """None: a worker prepares from the model paths itself. The prepared state holds open
+        safetensors files and a live sandbox, and for a 7B model it is the model: shipping it
+        through an object store per iteration would cost more than reading the files."""
+        return None
+
     # ------------------------------------------------------------------ handles
     def expert_names(self) -> list[str]:
         self.prepare()
@@ -418,7 +424,10 @@ class LMDomain(Domain):
             keep = self.options.keep_merged
             while keep > 0 and len(self._merged_dirs) > keep:
                 shutil.rmtree(self._merged_dirs.pop(0), ignore_errors=True)
-        return MergeOutcome("ok", model=LMModel(target, label=tag), stdout="".join(stdout)[-4000:],
+        # the directory equals the seed but for the mergeable tensors: a warm engine copies
+        # just those into the model it keeps (plugins/domains/lm/engine.py)
+        model = LMModel(target, label=tag, base=self.seed_dir, changed=tuple(self.mergeable))
+        return MergeOutcome("ok", model=model, stdout="".join(stdout)[-4000:],
                             duration_ms=(time.perf_counter() - t0) * 1000, details=details)
 
     def close(self) -> None:

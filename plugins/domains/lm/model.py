@@ -11,6 +11,13 @@ directory on disk and the handle has no overrides. Either way evaluators call:
 * ``handle.save(out_dir)``: a normal HF directory that ``AutoModelForCausalLM.from_pretrained``
   loads as is (used by the vLLM path and by ``selfdev apply --out``);
 * ``handle.fingerprint``: a short content hash (for caching and events).
+
+A handle also says how it differs from a model an engine may already hold: ``base_dir`` (the
+directory the rest of its weights equal) and ``changed_names()`` / ``changed_tensors()``. An
+in-memory handle differs from its ``source`` by its overrides; a streamed merge directory
+(``base`` = the seed, ``changed`` = the mergeable names) differs from the seed by those tensors
+only. A warm engine (``selfdev.plugins.domains.lm.engine``) copies just these into the model it
+keeps, instead of building a model per candidate.
 """
 from __future__ import annotations
 
@@ -30,10 +37,43 @@ class LMModel:
     overrides: dict[str, Any] | None = None
     label: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    #: the directory whose weights equal this model's except ``changed`` (None: ``source``)
+    base: Path | None = None
+    #: the tensors of ``source`` that differ from ``base`` (only with ``base``)
+    changed: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         self.source = Path(self.source)
+        if self.base is not None:
+            self.base = Path(self.base)
+            if self.changed is None:
+                raise SelfdevError("an LMModel with a base must name its changed tensors")
         self._fp: str | None = None
+
+    # ------------------------------------------------------------------ difference to a base
+    @property
+    def base_dir(self) -> Path:
+        """The directory an engine builds its model from; this model is it plus the changes."""
+        return self.base if self.base is not None else self.source
+
+    def changed_names(self) -> set[str]:
+        """The tensors that differ from ``base_dir`` (every other tensor equals it)."""
+        if self.base is not None:
+            return set(self.changed or ())
+        return set(self.overrides or {})
+
+    def changed_tensors(self):
+        """``(name, tensor)`` for every changed tensor, read lazily (one at a time from disk
+        for a merged directory, so a 7B merge is never in host memory at once)."""
+        if self.base is None:
+            yield from (self.overrides or {}).items()
+            return
+        src = ModelDir.open(self.source, "merged model")
+        try:
+            for name in self.changed or ():
+                yield name, src.get(name)
+        finally:
+            src.close()
 
     def __repr__(self) -> str:  # keep tensors out of logs
         n = len(self.overrides) if self.overrides else 0
@@ -58,9 +98,9 @@ class LMModel:
 
     def load(self, device: str = "cpu", dtype: Any = None):
         """Return ``(model, tokenizer)``. The model is shared: do not modify it."""
-        model = _cached_model(self.source, device, dtype)
-        _apply_overrides(model, self.source, self.overrides or {})
-        return model, load_tokenizer(self.source)
+        model = _cached_model(self.base_dir, device, dtype)
+        _apply_overrides(model, self)
+        return model, load_tokenizer(self.base_dir)
 
     def save(self, out_dir: str | Path, max_shard_bytes: int = 2 * 1024**3) -> Path:
         """Write a normal HF model directory (config, tokenizer, safetensors)."""
@@ -109,30 +149,39 @@ def load_tokenizer(source: Path):
         return tok
 
 
-def _cached_model(source: Path, device: str, dtype: Any):
-    import torch
+#: models built from a directory in this process (a test counts them: a warm engine builds one)
+BUILD_COUNT = {"models": 0}
 
+
+def build_model(source: Path, device: str, dtype: Any):
+    """A fresh ``transformers`` model from ``source`` on ``device``, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.utils import logging as hf_logging
+
+    kwargs: dict[str, Any] = {}
+    if dtype is not None:
+        kwargs["dtype"] = dtype if not isinstance(dtype, str) or dtype == "auto" else getattr(torch, dtype)
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), **kwargs)
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
+    model.to(device)
+    model.eval()
+    with _lock:
+        BUILD_COUNT["models"] += 1
+    return model
+
+
+def _cached_model(source: Path, device: str, dtype: Any):
     key = (str(Path(source).resolve()), str(device), str(dtype))
     with _lock:
         entry = _model_cache.get(key)
         if entry is None:
-            from transformers import AutoModelForCausalLM
-
-            kwargs: dict[str, Any] = {}
-            if dtype is not None:
-                kwargs["dtype"] = dtype if not isinstance(dtype, str) or dtype == "auto" \
-                    else getattr(torch, dtype)
-            from transformers.utils import logging as hf_logging
-
-            bars = hf_logging.is_progress_bar_enabled()
-            hf_logging.disable_progress_bar()
-            try:
-                model = AutoModelForCausalLM.from_pretrained(key[0], **kwargs)
-            finally:
-                if bars:
-                    hf_logging.enable_progress_bar()
-            model.to(device)
-            model.eval()
+            model = build_model(Path(key[0]), device, dtype)
             while len(_model_cache) >= MAX_CACHED_MODELS:
                 _model_cache.pop(next(iter(_model_cache)))
             entry = {"model": model, "applied": None, "touched": set()}
@@ -150,35 +199,47 @@ def _entry_for(model) -> dict[str, Any]:
     raise KeyError("model not cached")
 
 
-def _apply_overrides(model, source: Path, overrides: dict[str, Any]) -> None:
-    """Copy ``overrides`` into the cached ``model``; restore tensors an earlier handle overrode."""
+def copy_in_place(model, handle: "LMModel", touched: set[str]) -> set[str]:
+    """Make ``model`` (built from ``handle.base_dir``) equal ``handle``: copy the handle's
+    changed tensors in, and restore from ``base_dir`` the ``touched`` ones (changed by an
+    earlier handle) it does not change. Returns the names now differing from ``base_dir``.
+    Only those tensors move; the model object, its buffers and everything else stay."""
     import torch
 
-    with _lock:
-        entry = _entry_for(model)
-        if entry["applied"] is not None and entry["applied"] == id(overrides) and entry.get("ref") is overrides:
-            return
-        params = dict(model.named_parameters())
-        params.update(dict(model.named_buffers()))
-        restore = [n for n in entry["touched"] if n not in overrides]
-        with torch.no_grad():
-            if restore:
-                src = ModelDir.open(source, "source")
+    names = handle.changed_names()
+    params = dict(model.named_parameters())
+    params.update(dict(model.named_buffers()))
+    restore = sorted(n for n in touched if n not in names)
+    with torch.no_grad():
+        if restore:
+            src = ModelDir.open(handle.base_dir, "base model")
+            try:
                 for name in restore:
                     params[name].copy_(src.get(name).to(params[name].device, params[name].dtype))
+            finally:
                 src.close()
-            for name, value in overrides.items():
-                p = params.get(name)
-                if p is None:
-                    raise SelfdevError(f"merged tensor {name!r} is not a parameter of the model loaded "
-                                       f"from {source}")
-                if tuple(p.shape) != tuple(value.shape):
-                    raise SelfdevError(f"merged tensor {name!r} has shape {list(value.shape)}, "
-                                       f"the model expects {list(p.shape)}")
-                p.copy_(value.to(p.device, p.dtype))
-        entry["touched"] = set(overrides)
-        entry["applied"] = id(overrides)
-        entry["ref"] = overrides
+        for name, value in handle.changed_tensors():
+            p = params.get(name)
+            if p is None:
+                raise SelfdevError(f"merged tensor {name!r} is not a parameter of the model loaded "
+                                   f"from {handle.base_dir}")
+            if tuple(p.shape) != tuple(value.shape):
+                raise SelfdevError(f"merged tensor {name!r} has shape {list(value.shape)}, "
+                                   f"the model expects {list(p.shape)}")
+            p.copy_(value.to(p.device, p.dtype))
+    return names
+
+
+def _apply_overrides(model, handle: "LMModel") -> None:
+    """Make the cached ``model`` equal ``handle`` (skipped when it already holds that handle)."""
+    with _lock:
+        entry = _entry_for(model)
+        if entry.get("ref") is handle or (handle.overrides is not None and
+                                          entry.get("ref_overrides") is handle.overrides):
+            return
+        entry["touched"] = copy_in_place(model, handle, entry["touched"])
+        entry["ref"] = handle
+        entry["ref_overrides"] = handle.overrides
 
 
 def as_handle(model: Any) -> LMModel:

@@ -253,13 +253,32 @@ def resume(run_ref: str, quiet: bool, as_json: bool, db: Path | None) -> None:
         finish(store, resolve_run(store, run_ref), quiet, as_json)
 
 
+RUN_STATUSES = ("running", "interrupted", "finished", "failed")
+
+
 @cli.command()
+@click.option("--status", "statuses", multiple=True, type=click.Choice(RUN_STATUSES),
+              help="Only runs with this status (repeatable).")
+@click.option("--domain", "domains", multiple=True, metavar="NAME",
+              help="Only runs of this domain (repeatable).")
+@click.option("--name", "name", default=None, metavar="TEXT",
+              help="Only runs whose [run] name contains TEXT (any case).")
+@click.option("--tag", "tags", multiple=True, metavar="TAG",
+              help="Only runs tagged TAG in [run] tags (repeatable: all of them).")
+@click.option("--sort", "sort", default=None, metavar="[-]COLUMN",
+              help="Order by a column of `--json` (e.g. best_dev, seed, started_at); "
+                   "a leading '-' sorts descending. Default: the order the runs began.")
+@click.option("-n", "--limit", default=None, type=click.IntRange(1),
+              help="At most N runs: the first N in --sort's order, else the N latest.")
 @json_option
 @db_option
-def runs(as_json: bool, db: Path | None) -> None:
-    """List the runs in the database."""
+def runs(statuses: tuple[str, ...], domains: tuple[str, ...], name: str | None,
+         tags: tuple[str, ...], sort: str | None, limit: int | None, as_json: bool,
+         db: Path | None) -> None:
+    """List the runs in the database (filter, sort and cut the list with the options)."""
     with open_store(db, readonly=True) as store:
         rows = writer_statuses(store, run_summaries(store))
+    rows = filter_runs(rows, statuses, domains, name, tags, sort, limit)
     if as_json:
         echo_json(rows)
         return
@@ -276,6 +295,43 @@ def runs(as_json: bool, db: Path | None) -> None:
     if dropped:
         console.print(f"(not shown at {console.width} columns: {', '.join(dropped)}; "
                       "`--json` has all)", highlight=False)
+    for r in rows:  # [run] name and tags, under the table that has no room for free text
+        if r.get("name") or r.get("tags"):
+            tagged = f"  [{', '.join(r['tags'])}]" if r.get("tags") else ""
+            console.print(f"{r['run_id']}  {r.get('name') or ''}{tagged}", highlight=False,
+                          markup=False)
+
+
+def filter_runs(rows: list[dict[str, Any]], statuses: tuple[str, ...] = (),
+                domains: tuple[str, ...] = (), name: str | None = None,
+                tags: tuple[str, ...] = (), sort: str | None = None,
+                limit: int | None = None) -> list[dict[str, Any]]:
+    """``selfdev runs``' filters: status, domain, name (substring), tags (all), then the sort
+    (missing values last, whatever the direction) and ``limit`` rows: the first of the
+    sorted order, or the latest begun when unsorted (as ``git log -n``)."""
+    if statuses:
+        rows = [r for r in rows if r.get("status") in statuses]
+    if domains:
+        rows = [r for r in rows if r.get("domain") in domains]
+    if name is not None:
+        rows = [r for r in rows if name.casefold() in (r.get("name") or "").casefold()]
+    if tags:
+        rows = [r for r in rows if set(tags) <= set(r.get("tags") or ())]
+    if sort:
+        column, reverse = sort.removeprefix("-"), sort.startswith("-")
+        allowed = sorted({k for r in rows for k, v in r.items()
+                          if not isinstance(v, (dict, list))}
+                         | {"run_id", "status", "domain", "best_dev", "best_test", "seed"})
+        if column not in allowed:
+            raise SelfdevError(f"--sort {sort!r}: no such column; sort by one of "
+                               f"{', '.join(allowed)} (a leading '-' sorts descending)")
+        present = [r for r in rows if r.get(column) is not None]
+        missing = [r for r in rows if r.get(column) is None]
+        rows = sorted(present, key=lambda r: (str(type(r[column])), r[column]),
+                      reverse=reverse) + missing
+    if limit is not None:  # sorted: the first N (the best with -best_dev); else the latest N
+        rows = rows[:limit] if sort else rows[-limit:]
+    return rows
 
 
 @cli.command()
@@ -290,12 +346,19 @@ def show(run_ref: str, as_json: bool, db: Path | None) -> None:
         run_id = resolve_run(store, run_ref)
         data = summary(load_state(store, run_id), head=store.head(run_id)[1])
         data["status"] = writer_status(store, run_id, data["status"])
+    run_section = (data.get("config") or {}).get("run") or {}
+    data["name"] = run_section.get("name") or None
+    data["tags"] = list(run_section.get("tags") or [])
     if as_json:
         echo_json(data)
     else:
         from rich.console import Console
 
-        render(data, Console())
+        console = Console()
+        if data["name"] or data["tags"]:
+            tagged = f"  tags: {', '.join(data['tags'])}" if data["tags"] else ""
+            console.print(f"name: {data['name'] or '-'}{tagged}", highlight=False, markup=False)
+        render(data, console)
 
 
 @cli.command()
@@ -372,30 +435,134 @@ def verify(run_ref: str | None, head: str | None, as_json: bool, db: Path | None
         sys.exit(1)
 
 
+EXPORT_FORMATS = ("py", "csv", "jsonl", "parquet")
+
+
 @cli.command()
 @click.argument("run_ref", metavar="RUN")
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
-@click.option("--top", default=15, show_default=True, type=click.IntRange(1))
+@click.option("--format", "fmt", type=click.Choice(EXPORT_FORMATS), default="py",
+              show_default=True,
+              help="py: the top algorithms as .py files plus report.json (--out is a folder); "
+                   "csv, jsonl, parquet: one table of --what (--out is a file).")
+@click.option("--what", type=click.Choice(("candidates", "events")), default=None,
+              help="The table csv/jsonl/parquet write: every candidate (ids, iteration, "
+                   "temperature, status and reason, code hash, dev, test, timings; the "
+                   "default) or every event.")
+@click.option("--out", default=None, type=click.Path(path_type=Path),
+              help="Where to write (py: a folder, required; csv/jsonl: a file, default "
+                   "stdout; parquet: a file, required).")
+@click.option("--top", default=15, show_default=True, type=click.IntRange(1),
+              help="How many algorithms --format py writes.")
+@json_option
 @db_option
-def export(run_ref: str, out: Path, top: int, db: Path | None) -> None:
-    """Write the top algorithms as .py files plus a JSON report."""
-    from selfdev.engine.report import summary
-
+def export(run_ref: str, fmt: str, what: str | None, out: Path | None, top: int,
+           as_json: bool, db: Path | None) -> None:
+    """Write a run out: its top algorithms (.py + report.json), or every candidate or event as
+    CSV, JSON lines or Parquet (for pandas, DuckDB, a spreadsheet, datasette)."""
+    if fmt == "py" and what is not None:
+        raise SelfdevError("--what picks the table of --format csv, jsonl or parquet; "
+                           "--format py writes the top algorithms")
+    if out is None and fmt in ("py", "parquet"):
+        raise SelfdevError(f"--format {fmt} needs --out "
+                           f"{'FOLDER' if fmt == 'py' else 'FILE.parquet'}")
+    if out is not None and fmt != "py" and out.is_dir():
+        raise SelfdevError(f"--out {out} is a folder; --format {fmt} writes one file: "
+                           f"give its path, e.g. {out / ('table.' + fmt)}")
+    if fmt == "parquet":
+        _require_pyarrow()
     with open_store(db, readonly=True) as store:
         run_id = resolve_run(store, run_ref)
-        state = load_state(store, run_id)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for rank, c in enumerate(state.ranked()[:top], 1):
-            path = out / f"{rank:02d}_{c.candidate_id}.py"
-            header = (f"# selfdev run {run_id}, candidate {c.candidate_id} (iteration {c.iteration})\n"
-                      f"# dev {c.dev}  test {c.test}  ast {c.ast_hash}\n")
-            path.write_text(header + store.get_text(c.code))
-            written.append(path.name)
-        report = summary(state, head=store.head(run_id)[1])
-        report["files"] = written
-        (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
-    click.echo(f"wrote {len(written)} algorithms and report.json to {out}")
+        if fmt == "py":
+            assert out is not None
+            written = _export_algorithms(store, run_id, out, top)
+            if as_json:
+                echo_json({"run_id": run_id, "format": fmt, "out": str(out),
+                           "files": [*written, "report.json"]})
+            else:
+                click.echo(f"wrote {len(written)} algorithms and report.json to {out}")
+            return
+        from selfdev.engine.runs import (CANDIDATE_COLUMNS, EVENT_COLUMNS, candidate_rows,
+                                         event_rows)
+
+        what = what or "candidates"
+        if what == "candidates":
+            rows, columns = candidate_rows(store, run_id), CANDIDATE_COLUMNS
+        else:
+            rows, columns = event_rows(store, run_id), EVENT_COLUMNS
+    write_table(rows, columns, fmt, out)
+    if out is None:
+        return  # the table went to stdout; a summary line would corrupt it
+    if as_json:
+        echo_json({"run_id": run_id, "format": fmt, "what": what, "out": str(out),
+                   "rows": len(rows), "columns": list(columns)})
+    else:
+        click.echo(f"wrote {len(rows)} {what} of {run_id} to {out}")
+
+
+def _export_algorithms(store: Any, run_id: str, out: Path, top: int) -> list[str]:
+    """``--format py``: the ``top`` algorithms by dev score as .py files, and report.json."""
+    from selfdev.engine.report import summary
+
+    state = load_state(store, run_id)
+    if out.exists() and not out.is_dir():
+        raise SelfdevError(f"--out {out} is a file; --format py writes a folder of .py files")
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for rank, c in enumerate(state.ranked()[:top], 1):
+        path = out / f"{rank:02d}_{c.candidate_id}.py"
+        header = (f"# selfdev run {run_id}, candidate {c.candidate_id} (iteration {c.iteration})\n"
+                  f"# dev {c.dev}  test {c.test}  ast {c.ast_hash}\n")
+        path.write_text(header + store.get_text(c.code))
+        written.append(path.name)
+    report = summary(state, head=store.head(run_id)[1])
+    report["files"] = written
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    return written
+
+
+def _require_pyarrow() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise SelfdevError("--format parquet needs pyarrow: pip install pyarrow "
+                           "(or use --format csv or jsonl)")
+
+
+def write_table(rows: list[dict[str, Any]], columns: tuple[str, ...], fmt: str,
+                out: Path | None) -> None:
+    """``rows`` as CSV, JSON lines or Parquet at ``out`` (csv/jsonl: stdout when None).
+
+    Nested values (an event's payload) stay objects in JSON lines and become canonical JSON
+    text in CSV and Parquet, whose cells are flat; a CSV's empty cell is a missing value."""
+    def flat(value: Any) -> Any:
+        return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pylist([{k: flat(r.get(k)) for k in columns} for r in rows],
+                                     schema=None) if rows else pa.table({k: [] for k in columns})
+        pq.write_table(table, out)
+        return
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    stream = open(out, "w", newline="", encoding="utf-8") if out is not None else sys.stdout
+    try:
+        if fmt == "csv":
+            import csv
+
+            writer = csv.DictWriter(stream, fieldnames=list(columns), extrasaction="ignore")
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: flat(r.get(k)) for k in columns})
+        else:
+            for r in rows:
+                stream.write(json.dumps({k: r.get(k) for k in columns}, sort_keys=True,
+                                        default=str) + "\n")
+    finally:
+        if out is not None:
+            stream.close()
 
 
 @cli.group(invoke_without_command=True)

@@ -52,6 +52,7 @@ class RunSection:
     timeout: float = 10.0
     top_k: int = 15
     name: str = ""
+    tags: list[str] = field(default_factory=list)  # labels to find runs by (`selfdev runs --tag`)
 
 
 @dataclass
@@ -117,6 +118,11 @@ def _check_type(section: str, key: str, value: Any, expected: Any) -> Any:
     elif expected in ("str", str):
         if not isinstance(value, str):
             raise ConfigError(f"config: [{section}] {key} must be {kind[str]}, got {value!r}")
+    elif expected == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"config: [{section}] {key} must be a list of strings, "
+                              f"e.g. [\"ablation\", \"beta\"], got {value!r}")
+        value = list(value)
     return value
 
 

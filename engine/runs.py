@@ -134,8 +134,11 @@ def _listed(store: Any, stream: Any) -> dict[str, Any]:
     started = state.started
     ranked = state.ranked()
     run_status = status(state) if started is not None else None  # None: not an engine run
+    run_section = ((getattr(started, "config", None) or {}).get("run") or {})
     row = {
         "run_id": stream.run_id,
+        "name": run_section.get("name") or None,
+        "tags": list(run_section.get("tags") or []),
         "status": run_status,
         **{name: getattr(started, name, None) for name in STARTED_FIELDS},
         "current_iteration": max(state.iterations, default=None),
@@ -185,3 +188,54 @@ def _writer_alive(store: Any) -> bool:
     if getattr(store, "memory", False):
         return not getattr(store, "readonly", True)  # only its own writer can see a :memory:
     return current_holder(store.path) is not None
+
+
+#: the columns of ``selfdev export --what candidates`` (one row per candidate, in log order)
+CANDIDATE_COLUMNS = ("run_id", "candidate_id", "iteration", "index", "temperature", "status",
+                     "screen", "execution", "reason", "ast_hash", "code", "duplicate_of",
+                     "dev", "test", "duration_ms", "generated_at", "last_event_at")
+#: the columns of ``selfdev export --what events`` (``payload`` is the event's JSON object)
+EVENT_COLUMNS = ("position", "event_id", "run_id", "stream_version", "type", "type_version",
+                 "occurred_at", "source", "payload", "prev_hash", "hash")
+
+
+def candidate_rows(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """Every candidate of a run as a flat row (:data:`CANDIDATE_COLUMNS`), for export.
+
+    The values come from the same :func:`~selfdev.engine.state.fold` as ``selfdev show``; the
+    fold keeps no clock times, so the one pass over the log also notes when each candidate was
+    generated and when its last event was written (the sandbox's own ``duration_ms`` is the
+    candidate's compute; these two tell the wall time around it, queueing included)."""
+    from selfdev.engine.state import RunState, apply
+
+    state = RunState()
+    first: dict[str, str] = {}
+    last: dict[str, str] = {}
+    for event in store.iter_events(run_id=run_id):
+        apply(state, event)
+        cid = event.payload.get("candidate_id") if event.type.startswith("candidate.") else None
+        if isinstance(cid, str):
+            first.setdefault(cid, event.occurred_at)
+            last[cid] = event.occurred_at
+    rows = []
+    for c in sorted(state.candidates.values(), key=lambda c: (c.iteration, c.index)):
+        it = state.iterations.get(c.iteration)
+        rows.append({
+            "run_id": run_id, "candidate_id": c.candidate_id, "iteration": c.iteration,
+            "index": c.index, "temperature": it.temperature if it is not None else None,
+            "status": c.status, "screen": c.screen, "execution": c.execution,
+            "reason": c.reason, "ast_hash": c.ast_hash, "code": c.code,
+            "duplicate_of": c.duplicate_of, "dev": c.dev, "test": c.test,
+            "duration_ms": c.duration_ms, "generated_at": first.get(c.candidate_id),
+            "last_event_at": last.get(c.candidate_id),
+        })
+    return rows
+
+
+def event_rows(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """Every event of a run, envelope and payload, in log order (:data:`EVENT_COLUMNS`)."""
+    return [{"position": e.position, "event_id": e.event_id, "run_id": e.run_id,
+             "stream_version": e.stream_version, "type": e.type, "type_version": e.type_version,
+             "occurred_at": e.occurred_at, "source": e.source, "payload": e.payload,
+             "prev_hash": e.prev_hash, "hash": e.hash}
+            for e in store.iter_events(run_id=run_id)]

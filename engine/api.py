@@ -400,9 +400,10 @@ class Evaluator(Component):
         the model cannot be scored): ranking, preference pairs and the final selection read
         it. Every other key is an extra metric, recorded as it is with the score in the
         ``metrics`` of ``candidate.evaluated`` (and of ``baseline.evaluated``, per split): give
-        JSON values (str keys; finite numbers, strings, lists, dicts). An exception on a
-        candidate marks that candidate ``error`` ("evaluation failed: ...") and the run goes on;
-        on the seed, an expert or a baseline it fails the run.
+        JSON values (str keys; finite numbers, strings, lists, dicts). An exception fails the
+        run, naming the evaluator (it is trusted code: out of memory, a CUDA error, missing
+        data), and ``selfdev resume`` retries that work; a merged model that cannot be scored
+        returns ``score`` None instead.
         """
         raise NotImplementedError
 
@@ -445,8 +446,8 @@ class CandidateWork:
 class CandidateResult:
     """What one candidate's work produced; the driver turns it into events.
 
-    ``status`` is the sandbox's (ok|rejected|error|timeout|killed; an evaluator that raised on
-    the merged model makes it ``error``). ``evaluated`` says whether ``score``/``metrics`` come
+    ``status`` is the sandbox's (ok|rejected|error|timeout|killed: the candidate's own code;
+    an exception of the evaluator or the domain fails the run instead). ``evaluated`` says whether ``score``/``metrics`` come
     from the evaluator; otherwise ``metrics`` holds ``{"error": ...}`` for the test split's
     record. ``retries`` lists why earlier attempts were lost (a worker or node that died): the
     driver records one ``candidate.retried`` event per entry, so a retry is never silent.
@@ -466,20 +467,21 @@ class CandidateResult:
 def execute_candidate(domain: "Domain", evaluator: "Evaluator",
                       work: CandidateWork) -> CandidateResult:
     """Apply one candidate through the domain's sandbox and score it: the one code path every
-    executor runs (in the engine's process or on a remote worker), so they give equal results."""
+    executor runs (in the engine's process or on a remote worker), so they give equal results.
+
+    Only the candidate's own code can fail the candidate: what its sandboxed run reports
+    (rejected, error, timeout, killed) is its ``status``. An exception from the domain, the
+    evaluator or anything else trusted (out of memory, a CUDA error, a full disk, a model that
+    fails to load) is not the candidate's fault: it propagates, the run stops as failed naming
+    it, and ``selfdev resume`` redoes this candidate, which has no result in the log. Caught here
+    instead, a transient failure would shrink the pool of scored candidates for good."""
     outcome = domain.apply(work.code, work.timeout)
     result = CandidateResult(work.candidate_id, outcome.status, outcome.reason,
                              round(outcome.duration_ms, 3), outcome.stdout)
     if not outcome.ok:
         result.metrics = {"error": f"{outcome.status}: {outcome.reason}"}
         return result
-    try:
-        metrics = dict(evaluator.evaluate(domain, outcome.model, work.split))
-    except Exception as exc:  # noqa: BLE001 - a merged model that breaks the evaluator
-        result.status = "error"
-        result.reason = f"evaluation failed: {type(exc).__name__}: {exc}"
-        result.metrics = {"error": result.reason}
-        return result
+    metrics = dict(evaluator.evaluate(domain, outcome.model, work.split))
     result.evaluated, result.score, result.metrics = True, metrics.get("score"), metrics
     return result
 

@@ -24,7 +24,9 @@ from selfdev.engine import plugins as plugin_mod
 from selfdev.engine.api import (CandidateResult, CandidateWork, Completion, Context, NullProgress,
                                 Pair, Progress, SelfdevError, WorkSpec, derive_seed,
                                 execute_candidate, selfdev_home, selfdev_version)
-from selfdev.engine.config import RunConfig, check_options, from_dict
+from selfdev.engine.api import ConfigError, validate_options
+from selfdev.engine.config import RunConfig, check_options, from_dict, legacy_parameters
+from selfdev.engine.options import declared_options
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
 
@@ -140,6 +142,43 @@ def artifacts_root(store: Any) -> Path:
     return db.parent / "artifacts" if db else selfdev_home() / "artifacts"
 
 
+def trainable(generator_cls: type) -> bool:
+    """Whether a generator has a checkpoint an optimizer can train: it overrides
+    ``initial_checkpoint`` (the base class returns None). Read from the class, so nothing is
+    built to find out."""
+    from selfdev.engine.api import Generator
+
+    return getattr(generator_cls, "initial_checkpoint", None) is not Generator.initial_checkpoint
+
+
+def preflight(cfg: RunConfig, classes: dict[str, type]) -> None:
+    """Refuse, before ``run.started`` is written, what would otherwise fail the run later.
+
+    Option tables are already validated (``check_options``). Here: an optimizer that trains a
+    checkpoint (``needs_checkpoint = True``) with a generator that has none, when the run
+    refines at all (more than one iteration), which would otherwise fail after iteration 1 was
+    generated and scored, and fail the same way on every ``resume``; then each component
+    class's optional ``preflight(options)`` classmethod, which checks what it can without
+    being built (model directories that do not open, data files that do not exist). A
+    problem raises ``ConfigError`` (one line, exit 2) and the log stays empty.
+    """
+    gen, opt = classes["generator"], classes["optimizer"]
+    if getattr(opt, "needs_checkpoint", False) and cfg.run.iterations > 1 and not trainable(gen):
+        registry = plugin_mod.get_registry()
+        allowed = [name for name in registry.names("generator")
+                   if trainable(registry.get("generator", name))]
+        raise ConfigError(
+            f"config: optimizer {opt.name!r} trains the factory's checkpoint and generator "
+            f"{gen.name!r} has none; use a generator with one ({', '.join(allowed)}) or "
+            f"optimizer 'none'")
+    for kind, cls in classes.items():
+        check = getattr(cls, "preflight", None)
+        if check is None or legacy_parameters(cls) is not None:
+            continue
+        section = getattr(cfg, kind)
+        check(validate_options(kind, cls.name, declared_options(cls), section.options))
+
+
 def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
     """Validate the components named by ``cfg`` and append ``run.started``; return the run id."""
     registry = plugin_mod.get_registry()
@@ -154,6 +193,8 @@ def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
         cfg.evaluator.name = domain_cls.default_evaluator
     eval_cls = registry.get("evaluator", cfg.evaluator.name)
     check_options("evaluator", eval_cls, cfg.evaluator.options)
+    preflight(cfg, {kind: registry.get(kind, getattr(cfg, kind).name)
+                    for kind in ("domain", "generator", "optimizer", "executor", "evaluator")})
     run_id = run_id or new_run_id()
     started = ev.RunStarted(config=cfg.to_dict(), seed=cfg.run.seed, domain=names["domain"],
                             generator=names["generator"], evaluator=cfg.evaluator.name,

@@ -119,13 +119,18 @@ def render(data: dict[str, Any], console: Any) -> None:
         console.print(f"[red]failed:[/] {data['failed']}")
     if data["iterations"]:
         # "best"/"mean" (of dev scores, as the title says) keep all eight headers whole at 80
-        # columns, the width of a default terminal and of rich's output when piped
+        # columns, the width of a default terminal and of rich's output when piped.
         t = Table(title="iterations (dev scores)")
-        for col in ("iter", "T", "generated", "accepted", "executable", "best", "mean", "pairs"):
+        # "executable" is over new programs; "repeats" were never run, and best/mean count
+        # each with the score of the program it repeats (see RunState.iteration_stats). The
+        # temperature is left to the console line and --json: nine columns do not fit 80
+        for col in ("iter", "generated", "repeats", "accepted", "executable", "best", "mean",
+                    "pairs"):
             t.add_column(col, justify="right")
         for s in data["iterations"]:
             rate = s.get("executable_rate")
-            t.add_row(str(s["iteration"]), format_score(s["temperature"]), str(s["generated"]),
+            t.add_row(str(s["iteration"]), str(s["generated"]),
+                      str(s.get("repeats", s.get("duplicates", "-"))),
                       str(s["accepted"]), "-" if rate is None else f"{rate:.0%}",
                       format_score(s["best"]), format_score(s["mean"]), format_score(s.get("pairs")))
         console.print(t)

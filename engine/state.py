@@ -99,25 +99,54 @@ class RunState:
         return sorted(pool, key=lambda c: (-c.dev, c.iteration, c.index))
 
     def iteration_stats(self, iteration: int) -> dict[str, Any]:
+        """The numbers of one iteration (``iteration.finished``'s ``stats``).
+
+        A *repeat* is a program the factory wrote again (screen status ``duplicate``: the same
+        normalised AST as an earlier candidate, of this or an earlier iteration); it is never
+        executed. Two questions, two denominators:
+
+        * how valid are the factory's *new* programs: ``executable_rate`` is ``executed_ok``
+          over ``new`` (generated minus repeats), so a repeat is neither a success nor a
+          failure; ``scored`` counts new programs only;
+        * how good is what the factory *wrote*: ``best``, ``mean`` and ``sd`` of dev scores
+          include each repeat with the score of the program it repeats (when that one was
+          scored), so a factory that concentrates on a good program is credited for it.
+
+        ``repeats`` (and its older name ``duplicates``) counts them; ``unique`` is the number
+        of distinct programs among the accepted and repeated ones.
+        """
         cands = self.in_iteration(iteration)
         scored = [c.dev for c in cands if c.dev is not None]
+        repeats = [c for c in cands if c.screen == "duplicate"]
+        carried = [self.candidates[c.duplicate_of].dev for c in repeats
+                   if c.duplicate_of in self.candidates
+                   and self.candidates[c.duplicate_of].dev is not None]
+        written = scored + carried
         n = len(cands)
+        new = n - len(repeats)
         accepted = sum(1 for c in cands if c.screen == "accepted")
         executed_ok = sum(1 for c in cands if c.execution == "ok")
         it = self.iterations.get(iteration)
+        mean = sum(written) / len(written) if written else None
         stats = {
             "iteration": iteration,
             "temperature": it.temperature if it else None,
             "generated": n,
             "screened": sum(1 for c in cands if c.screen is not None),
             "accepted": accepted,
-            "duplicates": sum(1 for c in cands if c.screen == "duplicate"),
+            "repeats": len(repeats),
+            "duplicates": len(repeats),
+            "new": new,
+            "unique": len({c.ast_hash for c in cands
+                           if c.screen in ("accepted", "duplicate") and c.ast_hash}),
             "executed": sum(1 for c in cands if c.execution is not None),
             "executed_ok": executed_ok,
             "scored": len(scored),
-            "executable_rate": round(executed_ok / n, 4) if n else None,
-            "best": max(scored) if scored else None,
-            "mean": round(sum(scored) / len(scored), 4) if scored else None,
+            "executable_rate": round(executed_ok / new, 4) if new else None,
+            "best": max(written) if written else None,
+            "mean": round(mean, 4) if written else None,
+            "sd": (round((sum((x - mean) ** 2 for x in written) / (len(written) - 1)) ** 0.5, 4)
+                   if len(written) > 1 else None),
         }
         if it and it.pairs is not None:
             stats["pairs"] = len(it.pairs.pairs)

@@ -350,6 +350,16 @@ class GSM8kEvaluator(Evaluator):
     SPEC_KEYS = ("test_file", "dev_file", "train_file", "shots", "dev_size", "test_limit",
                  "split_seed", "fewshot_seed", "max_new_tokens", "batch_size", "stop", "metric")
 
+    @classmethod
+    def preflight(cls, options: Any) -> None:
+        """The data files named in the options must exist before ``run.started`` (the domain's
+        ``eval_data`` and ``$SELFDEV_GSM8K_DIR`` are resolved, and checked, when scoring)."""
+        for key in ("test_file", "dev_file", "train_file"):
+            value = getattr(options, key)
+            if value and not Path(value).expanduser().is_file():
+                raise ConfigError(f"config: [evaluator] {key} {value} is not a file; give a "
+                                  "GSM8k-format jsonl")
+
     def __init__(self, ctx, **options: Any) -> None:
         super().__init__(ctx, **options)
         o = self.options

@@ -230,6 +230,26 @@ def new_checkpoint_dir(ctx: Context, optimizer: str, iteration: int) -> Path:
     return path
 
 
+def is_timing(key: str) -> bool:
+    """Whether a metric is a wall-clock measurement (``train_seconds``, trl's ``train_runtime``,
+    ``..._per_second``): it differs between two identical trainings."""
+    return key.endswith(("seconds", "_runtime", "per_second"))
+
+
+def without_timings(value: Any) -> Any:
+    """``value`` with every timing key dropped, at any depth.
+
+    The engine names a checkpoint by the hash of its directory, manifest included, and a
+    resumed run must reach the same checkpoint (the same ``factory.refined``) as an
+    uninterrupted one; so timings go to the ``factory.refined`` event's metrics only, never
+    into the checkpoint."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not is_timing(str(k))}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
 def save_checkpoint(model: Any, tokenizer: Any, policy: Policy, out: Path, *, optimizer: str,
                     iteration: int, prompt: PromptFormat, extra: dict[str, Any]) -> None:
     """Write the refined factory: full weights, or the LoRA adapter (named ``default``)."""
@@ -247,6 +267,7 @@ def save_checkpoint(model: Any, tokenizer: Any, policy: Policy, out: Path, *, op
             model.save_pretrained(str(out))
             kind = "full"
         tokenizer.save_pretrained(str(out))
+    extra = without_timings(extra)
     lineage = list(policy.manifest.get("lineage", []))
     lineage.append({"optimizer": optimizer, "iteration": iteration})
     data: dict[str, Any] = {"kind": kind, "initial": str(policy.initial), "prompt": prompt.to_dict(),

@@ -68,7 +68,9 @@ class ConsoleListener:
             best, mean = format_score(s.get("best")), format_score(s.get("mean"))
             rate = s.get("executable_rate") or 0.0
             self.console.print(f"iteration {s['iteration']}: T={s['temperature']:.3f} "
-                               f"generated {s['generated']}, executable {rate:.0%}, "
+                               f"generated {s['generated']}, repeats "
+                               f"{s.get('repeats', s.get('duplicates', 0))}, "
+                               f"executable {rate:.0%} of new, "
                                f"best dev {best}, mean dev {mean}")
         elif event.type == "factory.refined" and p.get("metrics"):
             m = p["metrics"]

@@ -113,6 +113,8 @@ class DPOOptimizer(Trainer):
     """DPO on the preference pairs with trl (optional LoRA through peft)."""
 
     name = "dpo"
+    #: refuse, before the run starts, a generator with no checkpoint to train
+    needs_checkpoint = True
     Options = DPOOptions
     PRESETS = PRESETS
     LARGE_PRESET = "paper"

@@ -63,6 +63,8 @@ class SFTOptimizer(Trainer):
     """Supervised fine-tuning of the factory on its best (chosen) completions."""
 
     name = "sft"
+    #: refuse, before the run starts, a generator with no checkpoint to train
+    needs_checkpoint = True
     Options = SFTOptions
     PRESETS = PRESETS
     LARGE_PRESET = "lora"

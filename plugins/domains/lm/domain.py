@@ -186,6 +186,23 @@ class LMDomain(Domain):
         """What the merged model is scored on, as the factory prompt says it."""
         return self.options.task
 
+    @classmethod
+    def preflight(cls, options: Any) -> None:
+        """Open the seed and expert directories' safetensors headers (no weights are read) and
+        check ``eval_data`` exists, before ``run.started``: a typo in a path is refused with one
+        line and an empty log, not a started-then-failed run. (toymath builds its models, so
+        it has no ``seed_model`` and nothing to check here.)"""
+        seed = getattr(options, "seed_model", None)
+        if seed is None:
+            return
+        ModelDir.open(Path(seed).expanduser(), "seed_model")
+        for name, path in parse_experts(options.experts).items():
+            ModelDir.open(Path(path).expanduser(), f"expert {name!r}")
+        ed = options.eval_data
+        if isinstance(ed, str) and not Path(ed).expanduser().exists():
+            raise ConfigError(f"config: [domain] eval_data {ed} does not exist; give a GSM8k-format "
+                              "jsonl or a directory holding test.jsonl")
+
     def _model_dirs(self) -> tuple[Path | None, dict[str, Path]]:
         """Seed and expert directories, from the options."""
         o = self.options

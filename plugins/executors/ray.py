@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Callable, Iterator
 
 from pydantic import field_validator

@@ -2,7 +2,6 @@
 ``pytest11``), used here exactly as a plugin's own test suite uses them: by name, no import."""
 from __future__ import annotations
 
-import os
 from importlib.metadata import entry_points
 from pathlib import Path
 

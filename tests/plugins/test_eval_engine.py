@@ -7,7 +7,6 @@ different tensors, and a Ray worker actor must keep the engine warm across its c
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 

@@ -6,7 +6,6 @@ import ast
 import json
 import sys
 import tomllib
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner

@@ -32,7 +32,7 @@ from typing import Any, Callable, Union
 
 from pydantic import field_validator
 
-from selfdev import ConfigError, Domain, Field, MergeOutcome
+from selfdev import ConfigError, Domain, Field, MergeOutcome, SelfdevError, parse_kv
 from selfdev import hookimpl
 from selfdev.plugins.domains.baselines import baseline_grid
 from selfdev.plugins.domains.lm.baselines import lm_baseline_grid
@@ -96,13 +96,10 @@ def parse_experts(experts: dict[str, str] | list[str]) -> dict[str, str]:
     ``ValueError``."""
     if isinstance(experts, dict):
         return {str(k): str(v) for k, v in experts.items()}
-    out = {}
-    for item in experts:
-        if "=" not in item:
-            raise ValueError(f"must be {EXPERTS_MUST_BE}")
-        k, v = item.split("=", 1)
-        out[k] = v
-    return out
+    try:
+        return parse_kv(experts)
+    except SelfdevError:
+        raise ValueError(f"must be {EXPERTS_MUST_BE}") from None
 
 
 class MergeOptions(Domain.Options):

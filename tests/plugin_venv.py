@@ -42,11 +42,15 @@ class PluginVenv:
         assert done.returncode == 0, done.stderr[-3000:]
 
 
-def make_plugin_venv(root: Path) -> PluginVenv:
+def make_plugin_venv(root: Path, *, lend_selfdev: bool = True) -> PluginVenv:
+    """A venv at ``root`` borrowing this test run's packages. With ``lend_selfdev=False`` the
+    site-packages is added as a plain path, so its ``.pth`` files (selfdev's editable finder
+    among them) do not run: selfdev must then be installed into the venv itself (a wheel)."""
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(root)], check=True, timeout=120)
     python = root / "bin" / "python"
     purelib = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                                   capture_output=True, text=True, check=True).stdout.strip())
     ours = sysconfig.get_paths()["purelib"]
-    (purelib / "_borrow_test_env.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
+    line = f"import site; site.addsitedir({ours!r})" if lend_selfdev else ours
+    (purelib / "_borrow_test_env.pth").write_text(line + "\n")
     return PluginVenv(root, python, purelib)

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import shutil
-import site
 import subprocess
 import sys
-import sysconfig
 import tomllib
 from pathlib import Path
 
 import pytest
+from plugin_venv import make_plugin_venv
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERIC = {"engine", "plugins", "store", "sandbox", "tui"}
@@ -76,32 +75,20 @@ def test_wheel_installs_selfdev_only_and_lists_every_builtin(tmp_path):
     assert build.returncode == 0, build.stderr[-2000:]
     (wheel,) = wheels.glob("selfdev-*.whl")
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
-    py = venv / "bin" / "python"
-    install = subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q",
-                              "--no-deps", str(wheel)], capture_output=True, text=True, timeout=300)
-    assert install.returncode == 0, install.stderr[-2000:]
-    purelib = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                                  capture_output=True, text=True, check=True).stdout.strip())
+    venv = make_plugin_venv(tmp_path / "venv", lend_selfdev=False)
+    venv.pip_install(str(wheel), cwd=tmp_path)
+    purelib = venv.purelib
 
     tops = {p.name for p in purelib.iterdir()}
     assert "selfdev" in tops
     assert not (tops & GENERIC), sorted(tops & GENERIC)
     record = next(purelib.glob("selfdev-*.dist-info")) / "RECORD"
     installed_tops = {line.split("/", 1)[0] for line in record.read_text().splitlines()}
-    assert installed_tops <= {"selfdev", record.parent.name, "..", venv.name}, installed_tops
-
-    # the dependencies come from this environment; a path added by a .pth line is not a site
-    # directory, so this environment's editable finder for selfdev is not activated there
-    deps = [p for p in site.getsitepackages() + [sysconfig.get_paths()["purelib"]] if Path(p).is_dir()]
-    (purelib / "_test_deps.pth").write_text("\n".join(dict.fromkeys(deps)) + "\n")
+    assert installed_tops <= {"selfdev", record.parent.name, "..", venv.root.name}, installed_tops
 
     cwd = _decoy(tmp_path / "project")
-    where = subprocess.run([str(py), "-c", "import selfdev, selfdev.engine; "
-                            "print(selfdev.__file__); print(selfdev.engine.__file__); "
-                            "print(selfdev.__version__)"],
-                           cwd=cwd, capture_output=True, text=True, timeout=120)
+    where = venv.run("-c", "import selfdev, selfdev.engine; print(selfdev.__file__); "
+                     "print(selfdev.engine.__file__); print(selfdev.__version__)", cwd=cwd)
     assert where.returncode == 0, where.stderr
     door, engine, version = where.stdout.split()
     assert Path(door).is_relative_to(purelib) and Path(engine).is_relative_to(purelib)
@@ -109,5 +96,5 @@ def test_wheel_installs_selfdev_only_and_lists_every_builtin(tmp_path):
 
     assert version == dist_version("selfdev")
 
-    names = _plugin_names([str(venv / "bin" / "selfdev")], cwd)
+    names = _plugin_names([str(venv.root / "bin" / "selfdev")], cwd)
     assert set(_default_plugins()) <= names

@@ -5,6 +5,7 @@ No torch import here: screening is cheap and runs in the trusted supervisor.
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import re
 import textwrap
@@ -275,7 +276,19 @@ def compile_candidate(code: str, want_hash: bool = True):
 
 
 def screen_and_compile(code: str):
-    """(ScreenResult, restricted code object or None); never executes the candidate."""
+    """(ScreenResult, restricted code object or None); never executes the candidate.
+
+    Memoised on the exact source (a bounded LRU): the engine screens every completion, and the
+    supervisor screens the same source again right before it runs it (each must hold alone), so
+    without the memo every executed candidate was parsed, checked and compiled twice (~5-15 ms
+    each at 3,000 candidates an iteration). Both results are immutable, so sharing them is safe.
+    """
+    if not isinstance(code, str):
+        return _screen_and_compile(code)
+    return _screen_and_compile_memo(code)
+
+
+def _screen_and_compile(code: str):
     try:
         co, h = compile_candidate(code)
     except _Reject as e:
@@ -283,6 +296,9 @@ def screen_and_compile(code: str):
     except Exception as e:  # defensive: a hostile source must never crash the caller
         return ScreenResult(False, _cap(f"rejected: {type(e).__name__}: {e}"), None), None
     return ScreenResult(True, None, h), co
+
+
+_screen_and_compile_memo = functools.lru_cache(maxsize=4096)(_screen_and_compile)
 
 
 def screen(code: str) -> ScreenResult:

@@ -45,7 +45,12 @@ Threads = Annotated[int, Field(ge=0, description="torch CPU threads (0 = automat
                                                  "on a busy machine)")]
 CacheImplementation = Annotated[
     Literal["dynamic", "static"],
-    Field(description="transformers' KV cache during sampling")]
+    Field(description="transformers' KV cache during sampling (decoder = generate)")]
+Decoder = Annotated[
+    Literal["auto", "generate"],
+    Field(description="auto: selfdev's own sampling loop where the model is Llama-shaped "
+                      "(same tokens, several times faster), else transformers' generate; "
+                      "generate: always transformers' generate")]
 Dtype = Annotated[
     Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"],
     Field(description="weights' dtype when loading the model")]

@@ -22,35 +22,44 @@ from selfdev.plugins.factory.prompts import PromptFormat, prompt_format
 from selfdev.plugins.factory.threads import resolve_threads
 
 
-def _gumbel_processor(generators: list[Any], temperature: float, top_p: float, top_k: int) -> Any:
-    """A logits processor that turns greedy decoding into per-row sampling.
+def gumbel_scores(scores: Any, generators: list[Any], temperature: float, top_p: float,
+                  top_k: int) -> Any:
+    """``scores / T`` (after top-k / top-p filtering) plus per-row Gumbel noise.
 
-    Row ``r`` adds Gumbel noise drawn from its own generator to ``logits / T`` (after top-k /
-    top-p filtering); the argmax of that is a sample from the filtered softmax. Each row draws
-    exactly one noise vector per step, so its stream never depends on the other rows.
+    Row ``r`` draws one noise vector from ``generators[r]``; the argmax of the result is a
+    sample from the filtered softmax. A row whose generator is None (a finished row still in
+    the batch) draws nothing, so each row's stream never depends on the other rows.
     """
     import torch
+
+    scores = scores.float()
+    if temperature <= 0:
+        return scores
+    scores = scores / temperature
+    if top_k and top_k < scores.shape[-1]:
+        kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if 0 < top_p < 1:
+        sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
+        probs = torch.softmax(sorted_scores, dim=-1)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[..., 0] = False
+        scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    noise = torch.full(scores.shape, 0.5, dtype=torch.float32)
+    for r, g in enumerate(generators):
+        if g is not None:
+            torch.rand(scores.shape[-1], generator=g, out=noise[r])
+    noise.clamp_(1e-10, 1.0 - 1e-7)
+    return scores - torch.log(-torch.log(noise)).to(scores.device)
+
+
+def _gumbel_processor(generators: list[Any], temperature: float, top_p: float, top_k: int) -> Any:
+    """``gumbel_scores`` as a logits processor: turns greedy ``generate`` into sampling."""
     from transformers import LogitsProcessor
 
     class PerRowGumbel(LogitsProcessor):
         def __call__(self, input_ids: Any, scores: Any) -> Any:
-            scores = scores.float()
-            if temperature <= 0:
-                return scores
-            scores = scores / temperature
-            if top_k and top_k < scores.shape[-1]:
-                kth = torch.topk(scores, top_k, dim=-1).values[..., -1:]
-                scores = scores.masked_fill(scores < kth, float("-inf"))
-            if 0 < top_p < 1:
-                sorted_scores, order = torch.sort(scores, descending=True, dim=-1)
-                cum = torch.softmax(sorted_scores, dim=-1).cumsum(dim=-1)
-                drop = cum - torch.softmax(sorted_scores, dim=-1) >= top_p
-                drop[..., 0] = False
-                scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-            noise = torch.stack([
-                torch.rand(scores.shape[-1], generator=g).clamp_(1e-10, 1.0 - 1e-7)
-                for g in generators])
-            return scores - torch.log(-torch.log(noise)).to(scores.device)
+            return gumbel_scores(scores, generators, temperature, top_p, top_k)
 
     return PerRowGumbel()
 
@@ -63,6 +72,7 @@ class SampleSpec:
     batch_size: int = 32
     cache_implementation: str | None = None
     stop_strings: list[str] = field(default_factory=list)
+    decoder: str = "auto"
 
 
 def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temperature: float,
@@ -75,6 +85,11 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
     import torch
     from transformers import GenerationConfig
 
+    from selfdev.plugins.factory.decoding import unsupported_reason
+
+    if spec.decoder == "auto" and not spec.stop_strings and unsupported_reason(model) is None:
+        return _sample_own_loop(model, tokenizer, contexts, n, temperature, seed, spec,
+                                progress=progress)
     rows = [(p, i) for p in range(len(contexts)) for i in range(n)]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -133,6 +148,49 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
     return out
 
 
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+def _sample_own_loop(model: Any, tokenizer: Any, contexts: list[list[int]], n: int,
+                     temperature: float, seed: int, spec: SampleSpec, *,
+                     progress: Any = None) -> list[tuple[int, str, dict]]:
+    """``sample`` through ``selfdev.plugins.factory.decoding`` (same rows, same streams)."""
+    import torch
+
+    from selfdev.plugins.factory.decoding import LlamaDecoder, decode
+
+    decoder = LlamaDecoder(model)
+    eos = _eos_ids(model, tokenizer)
+    out: list[tuple[int, str, dict]] = []
+    task = progress.task("factory: sampling", total=len(contexts) * n) if progress else None
+
+    def pick(logits: Any, generators: list[Any]) -> Any:
+        return gumbel_scores(logits, generators, temperature, spec.top_p, spec.top_k).argmax(-1)
+
+    try:
+        for p, context in enumerate(contexts):
+            for start in range(0, n, max(1, spec.batch_size)):
+                rows = range(start, min(n, start + spec.batch_size))
+                gens = [torch.Generator().manual_seed(derive_seed(seed, p, i)) for i in rows]
+                started = time.perf_counter()
+                done = decode(decoder, context, gens, max_new_tokens=spec.max_new_tokens,
+                              eos=eos, pick=pick, on_done=task.advance if task else None)
+                seconds = time.perf_counter() - started
+                for i, (toks, finish) in zip(rows, done):
+                    out.append((p, tokenizer.decode(toks, skip_special_tokens=True),
+                                {"tokens": len(toks), "finish": finish,
+                                 "seed": derive_seed(seed, p, i),
+                                 "batch_seconds": round(seconds, 3)}))
+    finally:
+        if task:
+            task.close()
+    return out
+
+
 class LocalModelGenerator:
     """Mixin for generators that sample from a local checkpoint directory with transformers.
 
@@ -158,7 +216,8 @@ class LocalModelGenerator:
                           batch_size=o.batch_size,
                           cache_implementation=None if o.cache_implementation == "dynamic"
                           else o.cache_implementation,
-                          stop_strings=list(self._option("stop", [])))
+                          stop_strings=list(self._option("stop", [])),
+                          decoder=self._option("decoder", "auto"))
 
     def load(self, checkpoint: Path | None) -> LoadedFactory:
         path = Path(checkpoint) if checkpoint is not None else self.initial_checkpoint()  # type: ignore[attr-defined]

@@ -26,8 +26,8 @@ from selfdev import ConfigError, Context, Generator
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import is_adapter, MANIFEST, write_manifest
 from selfdev.plugins.factory.options import (Adapter, BatchSize, CacheImplementation,
-                                             ChatTemplate, Device, Dtype, MaxNewTokens, ModelDir,
-                                             Stop, System, Threads, TopK, TopP)
+                                             ChatTemplate, Decoder, Device, Dtype, MaxNewTokens,
+                                             ModelDir, Stop, System, Threads, TopK, TopP)
 from selfdev.plugins.factory.sampling import LocalModelGenerator
 
 
@@ -49,6 +49,7 @@ class HFGenerator(LocalModelGenerator, Generator):
         system: System = ""
         threads: Threads = 0
         cache_implementation: CacheImplementation = "dynamic"
+        decoder: Decoder = "auto"
         stop: Stop = []
 
     def __init__(self, ctx: Context, **options) -> None:

@@ -39,8 +39,8 @@ import selfdev
 from selfdev import Context, Field, Generator, SelfdevError, cache_lock, derive_seed
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import MANIFEST, quiet_hf, write_manifest
-from selfdev.plugins.factory.options import (BatchSize, CacheImplementation, MaxNewTokens,
-                                             Threads, TopK, TopP)
+from selfdev.plugins.factory.options import (BatchSize, CacheImplementation, Decoder,
+                                             MaxNewTokens, Threads, TopK, TopP)
 from selfdev.plugins.factory.sampling import LocalModelGenerator
 from selfdev.plugins.factory.threads import resolve_threads
 from selfdev.plugins.generators import grammar
@@ -362,9 +362,10 @@ class TinyGenerator(LocalModelGenerator, Generator):
         max_new_tokens: MaxNewTokens = 400
         top_p: TopP = 1.0
         top_k: TopK = 0
-        batch_size: BatchSize = 50
+        batch_size: BatchSize = 512
         threads: Threads = 0
         cache_implementation: CacheImplementation = "dynamic"
+        decoder: Decoder = "auto"
 
     def __init__(self, ctx: Context, **options: Any) -> None:
         super().__init__(ctx, **options)

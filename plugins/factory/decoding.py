@@ -1,0 +1,174 @@
+"""A hand-written sampling loop for Llama-family factories: static KV cache, compacted batches.
+
+``model.generate`` costs ~0.15 ms per row and step for the 0.5M-parameter tiny factory at batch
+256 (its dynamic cache re-concatenates every layer's keys and values at every step, and a batch
+runs until its longest row ends), so 3,000 completions took about two minutes. This loop does
+the same arithmetic with the model's own weights (fused QKV and gate/up projections, one
+preallocated cache per batch, no attention mask because every row of a batch shares one
+context length) and drops finished rows from the batch once a quarter of it has ended. On the
+tiny factory it is 6-7x faster than ``generate`` and gives the same tokens
+(``tests/plugins/test_decoding.py``).
+
+Sampling is the same Gumbel-max scheme as the ``generate`` path
+(``selfdev.plugins.factory.sampling``): each row draws one noise vector per step from its own
+``torch.Generator``, so a completion depends on (seed, row, checkpoint, temperature), not on the
+rows that share its batch.
+
+Only what it can do exactly is taken: a ``LlamaForCausalLM`` (default rotary embedding, SiLU,
+no biases); anything else (``supported`` says why) goes through ``generate``.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why ``model`` cannot use this loop (None: it can)."""
+    cfg = getattr(model, "config", None)
+    if type(model).__name__ != "LlamaForCausalLM" or getattr(cfg, "model_type", None) != "llama":
+        return "not a Llama model"  # (a PEFT wrapper included: its adapters change the weights)
+    inner = getattr(model, "model", None)
+    rotary = getattr(inner, "rotary_emb", None)
+    if rotary is None or getattr(rotary, "attention_scaling", 1.0) != 1.0:
+        return "rotary scaling"
+    if getattr(cfg, "hidden_act", "silu") != "silu" or getattr(cfg, "pretraining_tp", 1) != 1:
+        return "activation or tensor-parallel layout"
+    if getattr(cfg, "attention_bias", False) or getattr(cfg, "mlp_bias", False):
+        return "biases"
+    if getattr(cfg, "sliding_window", None):
+        return "sliding-window attention"
+    return None
+
+
+class LlamaDecoder:
+    """The forward pass of a ``LlamaForCausalLM`` over a static cache, for decoding only."""
+
+    def __init__(self, model: Any) -> None:
+        import torch
+
+        cfg, inner = model.config, model.model
+        self.heads = cfg.num_attention_heads
+        self.kv_heads = cfg.num_key_value_heads or self.heads
+        self.head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // self.heads
+        self.eps = cfg.rms_norm_eps
+        self.dtype = inner.embed_tokens.weight.dtype
+        self.device = inner.embed_tokens.weight.device
+        self.embed = inner.embed_tokens.weight.detach()
+        self.layers = []
+        for layer in inner.layers:
+            attn, mlp = layer.self_attn, layer.mlp
+            self.layers.append((
+                layer.input_layernorm.weight.detach(),
+                torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight]).detach().t(),
+                attn.o_proj.weight.detach().t(),
+                layer.post_attention_layernorm.weight.detach(),
+                torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).detach().t(),
+                mlp.down_proj.weight.detach().t(),
+            ))
+        self.norm = inner.norm.weight.detach()
+        self.head = model.lm_head.weight.detach().t()
+        self.inv_freq = inner.rotary_emb.inv_freq.detach().float().to(self.device)
+        self.intermediate = self.layers[0][4].shape[1] // 2
+
+    def new_cache(self, rows: int, length: int) -> list[Any]:
+        import torch
+
+        shape = (rows, self.kv_heads, length, self.head_dim)
+        return [(torch.empty(shape, dtype=self.dtype, device=self.device),
+                 torch.empty(shape, dtype=self.dtype, device=self.device)) for _ in self.layers]
+
+    def _rms(self, x: Any, weight: Any) -> Any:
+        import torch
+
+        var = x.float().pow(2).mean(-1, keepdim=True)
+        return (x.float() * torch.rsqrt(var + self.eps)).to(self.dtype) * weight
+
+    def _rope(self, x: Any, cos: Any, sin: Any) -> Any:
+        import torch
+
+        half = self.head_dim // 2
+        return x * cos + torch.cat([-x[..., half:], x[..., :half]], -1) * sin
+
+    def forward(self, ids: Any, cache: list[Any], start: int) -> Any:
+        """Logits of the last position for ``ids`` [rows, T] at positions ``start..start+T-1``
+        (their keys and values are written into ``cache``)."""
+        import torch
+        import torch.nn.functional as F
+
+        rows, steps = ids.shape
+        pos = torch.arange(start, start + steps, device=self.device, dtype=torch.float32)
+        freqs = torch.outer(pos, self.inv_freq)
+        angles = torch.cat([freqs, freqs], -1)
+        cos, sin = angles.cos().to(self.dtype), angles.sin().to(self.dtype)
+        q_width, kv_width = self.heads * self.head_dim, self.kv_heads * self.head_dim
+        x = self.embed[ids]
+        for (norm1, qkv, out, norm2, gate_up, down), (keys, values) in zip(self.layers, cache):
+            q, k, v = (self._rms(x, norm1) @ qkv).split([q_width, kv_width, kv_width], -1)
+            q = self._rope(q.view(rows, steps, self.heads, self.head_dim).transpose(1, 2), cos, sin)
+            k = self._rope(k.view(rows, steps, self.kv_heads, self.head_dim).transpose(1, 2), cos, sin)
+            keys[:, :, start:start + steps] = k
+            values[:, :, start:start + steps] = v.view(rows, steps, self.kv_heads,
+                                                       self.head_dim).transpose(1, 2)
+            att = F.scaled_dot_product_attention(
+                q, keys[:, :, :start + steps], values[:, :, :start + steps],
+                is_causal=steps > 1, enable_gqa=self.kv_heads != self.heads)
+            x = x + att.transpose(1, 2).reshape(rows, steps, q_width) @ out
+            gate, up = (self._rms(x, norm2) @ gate_up).split(self.intermediate, -1)
+            x = x + (F.silu(gate) * up) @ down
+        return self._rms(x[:, -1], self.norm) @ self.head
+
+
+def decode(decoder: LlamaDecoder, context: list[int], generators: list[Any], *,
+           max_new_tokens: int, eos: set[int], pick: Callable[[Any, Any], Any],
+           on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], str]]:
+    """Sample one completion per generator after ``context``: ``[(tokens, finish)]``.
+
+    ``pick(logits, alive_generators)`` returns the next token of each alive row. The context is
+    run once and its cache copied to every row; finished rows are dropped from the batch (the
+    cache compacted) once they are a quarter of it.
+    """
+    import torch
+
+    n, ctx_len = len(generators), len(context)
+    length = ctx_len + max_new_tokens
+    out: list[list[int]] = [[] for _ in range(n)]
+    finish = ["length"] * n
+    with torch.inference_mode():
+        first = decoder.new_cache(1, ctx_len)
+        logits = decoder.forward(torch.tensor([context], device=decoder.device), first, 0)
+        cache = decoder.new_cache(n, length)
+        for (keys, values), (k1, v1) in zip(cache, first):
+            keys[:, :, :ctx_len] = k1
+            values[:, :, :ctx_len] = v1
+        logits = logits.expand(n, -1)
+        rows = list(range(n))        # batch position -> completion index
+        alive = [True] * n
+        n_alive, pos = n, ctx_len
+        for step in range(max_new_tokens):
+            chosen = pick(logits, [generators[r] if a else None for r, a in zip(rows, alive)])
+            for j, token in enumerate(chosen.tolist()):
+                if not alive[j]:
+                    continue
+                if token in eos:
+                    alive[j], n_alive = False, n_alive - 1
+                    finish[rows[j]] = "stop"
+                    if on_done:
+                        on_done(1)
+                else:
+                    out[rows[j]].append(token)
+            if n_alive == 0 or step == max_new_tokens - 1:
+                break
+            if n_alive <= 0.75 * len(rows):
+                keep = torch.tensor([j for j, a in enumerate(alive) if a], device=decoder.device)
+                new = decoder.new_cache(n_alive, length)
+                for (keys, values), (old_k, old_v) in zip(new, cache):
+                    keys[:, :, :pos] = old_k[keep, :, :pos]
+                    values[:, :, :pos] = old_v[keep, :, :pos]
+                cache, chosen = new, chosen[keep]
+                rows = [rows[j] for j in keep.tolist()]
+                alive = [True] * n_alive
+            logits = decoder.forward(chosen[:, None], cache, pos)
+            pos += 1
+    if on_done and n_alive:
+        on_done(n_alive)
+    return list(zip(out, finish))

@@ -274,6 +274,17 @@ class Component:
         cls = type(self)
         self.options = validate_options(kind_of(cls), cls.name, cls.Options, options)
 
+    # one accelerator, three phases (engine/device.py has the contract); CPU components keep
+    # these no-op defaults
+
+    def release(self) -> None:
+        """Give back all accelerator memory this component holds: the loop calls it before
+        another phase (generation, evaluation, refinement) takes the device."""
+
+    def acquire(self) -> None:
+        """Take the device again before this component's phase (a component used while
+        released must also acquire by itself)."""
+
 
 def validate_options(kind: str, name: str, model: type[_options.Options],
                      raw: dict[str, Any]) -> _options.Options:
@@ -308,7 +319,9 @@ class Generator(Component):
         ``checkpoint`` is the factory state produced by the last refinement (None = initial);
         ``iteration`` is the loop iteration (1-based) the completions are for.
         Completion ``i`` must depend only on (seed, i, checkpoint, temperature), so that a redo
-        after a crash gives the same text.
+        after a crash gives the same text; a generator that searches on the run's own scores
+        (``cmaes``) may also read what the log holds of the earlier iterations
+        (``selfdev.load_state`` on ``ctx.db``), which a redo finds unchanged.
         """
         raise NotImplementedError
 

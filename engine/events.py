@@ -110,6 +110,8 @@ class CandidateScreened(Event):
     code: str | None = None
     ast_hash: str | None = None
     duplicate_of: str | None = None
+    #: the merge primitives the program calls (``engine/primitives.py``), None without a program
+    primitives: list[str] | None = None
 
 
 @dataclass
@@ -172,6 +174,29 @@ class FactoryRefined(Event):
     checkpoint: str | None = None
     path: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PhaseTimed(Event):
+    """How long one step of the loop took in the process that did it: the compute a run cost.
+
+    Appended right after the step's own events (``sampling``: a ``generate`` step,
+    ``screening``, ``execution`` (the sandbox and the evaluation of the candidates, through
+    the executor), ``refinement``, ``baselines`` and ``test``); a step a crash cut short has
+    none, and the process that redoes it records its own, so a resumed run's totals are the
+    sum of what each process spent. ``iteration`` is 0 for the steps outside iterations
+    (baselines, test). ``seconds`` is wall time; ``cpu_seconds`` the engine process's CPU time
+    (all its threads; sandbox children report theirs in ``candidate.executed``'s
+    ``duration_ms``). Machine facts: never part of what ``show --json`` compares
+    between runs (it reports them under ``timing``).
+    """
+
+    TYPE = "phase.timed"
+    iteration: int = 0
+    phase: str = ""
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    items: int = 0
 
 
 @dataclass

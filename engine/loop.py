@@ -27,6 +27,7 @@ from selfdev.engine.api import (CandidateResult, CandidateWork, Completion, Cont
 from selfdev.engine.api import ConfigError, validate_options
 from selfdev.engine.config import RunConfig, check_options, from_dict, legacy_parameters
 from selfdev.engine.options import declared_options
+from selfdev.engine.primitives import primitives_of
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
 
@@ -39,6 +40,11 @@ class Step:
     iteration: int = 0
     ids: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
+
+
+#: step kind -> the phase its ``phase.timed`` event names (the steps that cost compute)
+TIMED_STEPS = {"baselines": "baselines", "generate": "sampling", "screen": "screening",
+               "execute": "execution", "refine": "refinement", "test": "test"}
 
 
 def top_k(state: RunState, k: int) -> list[CandidateState]:
@@ -159,8 +165,12 @@ def preflight(cfg: RunConfig, classes: dict[str, type]) -> None:
     refines at all (more than one iteration), which would otherwise fail after iteration 1 was
     generated and scored, and fail the same way on every ``resume``; then each component
     class's optional ``preflight(options)`` classmethod, which checks what it can without
-    being built (model directories that do not open, data files that do not exist). A
-    problem raises ``ConfigError`` (one line, exit 2) and the log stays empty.
+    being built (model directories that do not open, data files that do not exist), and its
+    optional ``preflight_run(options, classes)``, which also sees the classes of the run's
+    other components (kind -> class: a generator that writes programs for some domains only); last,
+    each phase's accelerator memory against the device (``engine/device.py``: a phase that
+    cannot fit is named with its numbers). A problem raises ``ConfigError`` (one line, exit 2)
+    and the log stays empty.
     """
     gen, opt = classes["generator"], classes["optimizer"]
     if getattr(opt, "needs_checkpoint", False) and cfg.run.iterations > 1 and not trainable(gen):
@@ -171,16 +181,29 @@ def preflight(cfg: RunConfig, classes: dict[str, type]) -> None:
             f"config: optimizer {opt.name!r} trains the factory's checkpoint and generator "
             f"{gen.name!r} has none; use a generator with one ({', '.join(allowed)}) or "
             f"optimizer 'none'")
+    validated: dict[str, Any] = {}
     for kind, cls in classes.items():
-        check = getattr(cls, "preflight", None)
-        if check is None or legacy_parameters(cls) is not None:
+        if legacy_parameters(cls) is not None:
             continue
         section = getattr(cfg, kind)
-        check(validate_options(kind, cls.name, declared_options(cls), section.options))
+        validated[kind] = validate_options(kind, cls.name, declared_options(cls), section.options)
+        check = getattr(cls, "preflight", None)
+        if check is not None:
+            check(validated[kind])
+        run_check = getattr(cls, "preflight_run", None)  # checks that need the other components
+        if run_check is not None:
+            run_check(validated[kind], dict(classes))
+    # one accelerator, three phases: refuse a phase that cannot fit the device
+    from selfdev.engine.device import preflight_device
+
+    preflight_device(classes, validated)
 
 
-def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
-    """Validate the components named by ``cfg`` and append ``run.started``; return the run id."""
+def check_config(cfg: RunConfig) -> dict[str, str]:
+    """Refuse what :func:`start_run` would refuse, appending nothing (``selfdev sweep`` checks
+    every point of its grid before the first run starts): each component exists, its options
+    validate, the preflight passes. Fills in the domain's default evaluator; returns the
+    component names by kind."""
     registry = plugin_mod.get_registry()
     names = {}
     for kind in ("domain", "generator", "optimizer", "executor"):
@@ -195,6 +218,12 @@ def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
     check_options("evaluator", eval_cls, cfg.evaluator.options)
     preflight(cfg, {kind: registry.get(kind, getattr(cfg, kind).name)
                     for kind in ("domain", "generator", "optimizer", "executor", "evaluator")})
+    return names
+
+
+def start_run(store: Any, cfg: RunConfig, *, run_id: str | None = None) -> str:
+    """Validate the components named by ``cfg`` and append ``run.started``; return the run id."""
+    names = check_config(cfg)
     run_id = run_id or new_run_id()
     started = ev.RunStarted(config=cfg.to_dict(), seed=cfg.run.seed, domain=names["domain"],
                             generator=names["generator"], evaluator=cfg.evaluator.name,
@@ -293,6 +322,8 @@ class Runner:
                            artifacts=self.artifacts, progress=self.progress,
                            options=self.cfg.to_dict(), db=db_path(store))
         self._components: dict[str, Any] = {}
+        #: the phase holding the accelerator (``engine/device.py``), None before the first
+        self.phase: str | None = None
 
     # ---- components (built lazily: a finished run needs none) ------------------------------
 
@@ -354,7 +385,8 @@ class Runner:
                 step = next_step(self.state, self.cfg, labels)
                 if step.kind == "done":
                     break
-                getattr(self, f"do_{step.kind}")(step)
+                self.enter_phase(step.kind)
+                self.timed(step)
         except SelfdevError as exc:
             self.fail(exc, str(exc))
             raise
@@ -370,6 +402,37 @@ class Runner:
         finally:
             self.close()
         return self.state
+
+    def enter_phase(self, step_kind: str) -> None:
+        """Hand the accelerator to the phase of ``step_kind`` (``engine/device.py``): every
+        built component of another phase releases its device memory first, then the phase's
+        own components acquire. Steps that use no accelerator (screening, pairs) keep the
+        current holder; components not built yet take the device when they are built."""
+        from selfdev.engine.device import KIND_PHASE, STEP_PHASE
+
+        phase = STEP_PHASE.get(step_kind)
+        if phase is None or phase == self.phase:
+            return
+        for kind, comp in list(self._components.items()):
+            if KIND_PHASE.get(kind) not in (None, phase) and hasattr(comp, "release"):
+                comp.release()
+        for kind, comp in list(self._components.items()):
+            if KIND_PHASE.get(kind) == phase and hasattr(comp, "acquire"):
+                comp.acquire()
+        self.phase = phase
+
+    def timed(self, step: Step) -> None:
+        """Do ``step``; then, for the steps that cost compute (:data:`TIMED_STEPS`), record
+        its wall and CPU seconds as ``phase.timed`` (a machine fact, kept out of everything
+        ``show --json`` compares; see the event's docstring)."""
+        phase = TIMED_STEPS.get(step.kind)
+        wall, cpu = time.perf_counter(), time.process_time()
+        getattr(self, f"do_{step.kind}")(step)
+        if phase is not None:
+            self.emit(ev.PhaseTimed(iteration=step.iteration, phase=phase,
+                                    seconds=round(time.perf_counter() - wall, 4),
+                                    cpu_seconds=round(time.process_time() - cpu, 4),
+                                    items=len(step.ids or step.labels)))
 
     def fail(self, exc: BaseException, reason: str) -> str | None:
         """Record ``run.failed`` with what raised (exception class, plugin, traceback), so the
@@ -469,17 +532,19 @@ class Runner:
                                         reason="no merge_models function found in the completion")
         code_ref = self.store.put_blob(code)
         verdict = screen(code)
+        used = primitives_of(code)  # what the program is built from (engine/primitives.py)
         if not verdict.ok:
             return ev.CandidateScreened(candidate_id=cid, status="rejected", reason=verdict.reason,
-                                        code=code_ref, ast_hash=verdict.ast_hash)
+                                        code=code_ref, ast_hash=verdict.ast_hash, primitives=used)
         if verdict.ast_hash in seen:
             first = seen[verdict.ast_hash]
             return ev.CandidateScreened(candidate_id=cid, status="duplicate",
                                         reason=f"same program as {first}", code=code_ref,
-                                        ast_hash=verdict.ast_hash, duplicate_of=first)
+                                        ast_hash=verdict.ast_hash, duplicate_of=first,
+                                        primitives=used)
         seen[verdict.ast_hash] = cid
         return ev.CandidateScreened(candidate_id=cid, status="accepted", code=code_ref,
-                                    ast_hash=verdict.ast_hash)
+                                    ast_hash=verdict.ast_hash, primitives=used)
 
     def candidate_work(self, cid: str, split: str) -> CandidateWork:
         """One candidate's work by value (what any executor, local or remote, is handed)."""

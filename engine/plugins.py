@@ -52,6 +52,7 @@ HOOKS = {
 #: Every built-in plugin module, registered under its dotted name. Each is cheap to import
 #: (heavy libraries load inside the components that use them).
 DEFAULT_PLUGINS: tuple[str, ...] = (
+    "selfdev.plugins.generators.cmaes",
     "selfdev.plugins.generators.grammar",
     "selfdev.plugins.generators.hf",
     "selfdev.plugins.generators.openai",
@@ -71,10 +72,14 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "selfdev.plugins.executors.ray",
     "selfdev.plugins.listeners.console",
     "selfdev.plugins.commands.apply",
+    "selfdev.plugins.commands.config",
+    "selfdev.plugins.commands.compare",
     "selfdev.plugins.commands.factory_stats",
     "selfdev.plugins.commands.install",
+    "selfdev.plugins.commands.plot",
     "selfdev.plugins.commands.prompt",
     "selfdev.plugins.commands.scaffold",
+    "selfdev.plugins.commands.sweep",
     "selfdev.tui.cli",
 )
 

@@ -62,6 +62,31 @@ def final_table(state: RunState) -> list[dict[str, Any]]:
     return rows
 
 
+#: trl loss lists under the names the literature gives them (the README and ``show`` name the
+#: loss beside every result: "DPO" alone is ambiguous once an NLL term can be added)
+LOSS_NAMES = {("sigmoid",): "DPO", ("sigmoid", "sft"): "DPO+NLL", ("sft",): "SFT"}
+
+
+def loss_name(loss_type: Any) -> str:
+    types = tuple([loss_type] if isinstance(loss_type, str) else loss_type)
+    return LOSS_NAMES.get(types, "+".join(types))
+
+
+def optimizer_loss(state: RunState) -> str | None:
+    """The loss the factory was refined with, as the first refinement recorded it (else as the
+    configuration sets it; None when neither says, e.g. ``none`` or a run not refined yet)."""
+    for t in sorted(state.iterations):
+        refined = state.iterations[t].refined
+        if refined is not None and refined.metrics.get("loss_type"):
+            return loss_name(refined.metrics["loss_type"])
+    configured = (state.started.config if state.started else {}).get("optimizer", {})
+    if configured.get("loss_type"):
+        return loss_name(configured["loss_type"])
+    if configured.get("name") == "sft":
+        return "SFT"
+    return None
+
+
 def summary(state: RunState, head: str | None = None) -> dict[str, Any]:
     """Everything ``selfdev show RUN`` reports, with no timestamps outside ``timing``.
 
@@ -87,6 +112,7 @@ def summary(state: RunState, head: str | None = None) -> dict[str, Any]:
         "head": head,
         "failed": state.failed,
         "config": started.config if started else {},
+        "optimizer_loss": optimizer_loss(state),
         "domain": domain,
         "iterations": iterations,
         "leaderboard": leaderboard(state),
@@ -97,8 +123,36 @@ def summary(state: RunState, head: str | None = None) -> dict[str, Any]:
         "selection": state.selection.candidates if state.selection else [],
         "candidates": len(state.candidates),
         "events": state.events,
-        "timing": {"candidate_ms_total": round(sum(durations), 1), "domain": machine},
+        "timing": {"candidate_ms_total": round(sum(durations), 1), "domain": machine,
+                   **compute(state)},
     }
+
+
+#: the phases of an iteration, in the order they run (``phase.timed``'s names)
+ITERATION_PHASES = ("sampling", "screening", "execution", "refinement")
+
+
+def compute(state: RunState) -> dict[str, Any]:
+    """What the run cost, from its ``phase.timed`` events (machine facts, so they live under
+    ``timing``): per iteration the wall and CPU seconds of each phase and the sandbox's own
+    compute (the candidates' ``duration_ms``, summed over parallel workers); the baselines'
+    sweep and the final test; the total. A phase with no event (a log that predates them, or
+    a step a crash cut short) is None."""
+    iterations = []
+    for t in sorted(state.iterations):
+        spent = state.phases.get(t, {})
+        sandbox = [c.duration_ms for c in state.in_iteration(t) if c.duration_ms]
+        iterations.append({"iteration": t, **{p: spent.get(p) for p in ITERATION_PHASES},
+                           "sandbox_seconds": round(sum(sandbox) / 1000, 4) if sandbox else None})
+    outside = state.phases.get(0, {})
+    baselines = outside.get("baselines")
+    if baselines is not None:
+        baselines = {**baselines, "evaluated": len(state.baselines)}
+    every = [v for phases in state.phases.values() for v in phases.values()]
+    return {"phases": iterations, "baselines": baselines, "test": outside.get("test"),
+            "seconds_total": round(sum(v["seconds"] for v in every), 4) if every else None,
+            "cpu_seconds_total": (round(sum(v["cpu_seconds"] for v in every), 4)
+                                  if every else None)}
 
 
 def render(data: dict[str, Any], console: Any) -> None:
@@ -106,9 +160,10 @@ def render(data: dict[str, Any], console: Any) -> None:
     from rich.table import Table
 
     cfg = data["config"]
+    loss = f" ({data['optimizer_loss']})" if data.get("optimizer_loss") else ""
     console.print(f"[bold]{data['run_id']}[/] ({data['status']})  domain {cfg.get('domain', {}).get('name')}"
                   f"  generator {cfg.get('generator', {}).get('name')}"
-                  f"  optimizer {cfg.get('optimizer', {}).get('name')}"
+                  f"  optimizer {cfg.get('optimizer', {}).get('name')}{loss}"
                   f"  seed {cfg.get('run', {}).get('seed')}")
     if data.get("head"):
         # soft_wrap: the hash stays on one line, whole, whatever the width (it is copied)
@@ -134,6 +189,8 @@ def render(data: dict[str, Any], console: Any) -> None:
                       str(s["accepted"]), "-" if rate is None else f"{rate:.0%}",
                       format_score(s["best"]), format_score(s["mean"]), format_score(s.get("pairs")))
         console.print(t)
+    render_programs(data, console)
+    render_compute(data, console)
     if data["leaderboard"]:
         t = Table(title="leaderboard (by dev score)")
         for col in ("rank", "candidate", "iter", "dev", "test", "ast hash"):
@@ -152,6 +209,71 @@ def render(data: dict[str, Any], console: Any) -> None:
             params = " ".join(f"{k}={v}" for k, v in r["params"].items() if k != "expert")
             t.add_row(r["method"], params, format_score(r["dev"]), format_score(r["test"]))
         console.print(t)
+
+
+def _share_cells(shares: dict[str, float] | None, width: int) -> str:
+    """``mean 91% trim 40% ...``: the most used first, as many as fit ``width``."""
+    if not shares:
+        return "-" if shares is None else ""
+    out = ""
+    for name, share in shares.items():
+        item = f"{name} {share:.0%}"
+        if out and len(out) + 2 + len(item) > width:
+            break
+        out = f"{out}  {item}" if out else item
+    return out
+
+
+def render_programs(data: dict[str, Any], console: Any) -> None:
+    """Per iteration: distinct programs and the families of merge primitives they call (the
+    share of written programs calling each; ``--json`` has every primitive)."""
+    from rich.table import Table
+
+    rows = [s for s in data["iterations"] if s.get("families") is not None]
+    if not rows:
+        return
+    t = Table(title="programs written: unique, and share calling each primitive family")
+    t.add_column("iter", justify="right")
+    t.add_column("unique", justify="right")
+    t.add_column("families (share of programs)", no_wrap=True, overflow="ellipsis")
+    for s in rows:
+        t.add_row(str(s["iteration"]), str(s.get("unique", "-")),
+                  _share_cells(s["families"], 58))
+    console.print(t)
+
+
+def _seconds(spent: dict[str, Any] | None) -> str:
+    if spent is None:
+        return "-"
+    value = spent["seconds"]
+    return f"{value:.1f}" if value < 100 else f"{value:.0f}"
+
+
+def render_compute(data: dict[str, Any], console: Any) -> None:
+    """Wall seconds per phase and iteration, the baselines' sweep and the final test: the
+    compute discovery cost, next to what applying the human methods cost."""
+    from rich.table import Table
+
+    timing = data.get("timing") or {}
+    phases = timing.get("phases") or []
+    if timing.get("seconds_total") is None:
+        return  # a log from before phase.timed: nothing was measured
+    t = Table(title="compute (wall seconds per phase)")
+    for col in ("iter", "sampling", "screening", "exec+eval", "refinement", "sandbox"):
+        t.add_column(col, justify="right")
+    for p in phases:
+        sandbox = p.get("sandbox_seconds")
+        t.add_row(str(p["iteration"]), *(_seconds(p.get(k)) for k in ITERATION_PHASES),
+                  "-" if sandbox is None else f"{sandbox:.1f}")
+    base, test = timing.get("baselines"), timing.get("test")
+    if base is not None:
+        t.add_row(f"baselines ({base['evaluated']})", "", "", _seconds(base), "", "")
+    if test is not None:
+        t.add_row(f"test ({test['items']})", "", "", _seconds(test), "", "")
+    console.print(t)
+    console.print(f"total {timing['seconds_total']:.1f} s wall, "
+                  f"{timing['cpu_seconds_total']:.1f} s CPU of the engine process; sandbox = "
+                  "the candidates' own compute, summed over workers", highlight=False)
 
 
 #: the columns of ``selfdev runs``, and which to leave out first when the terminal is narrow

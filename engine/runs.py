@@ -67,10 +67,29 @@ def resolve_run(store: Any, ref: str) -> str:
 
 
 def load_state(store: Any, run_id: str) -> Any:
-    """The folded :class:`~selfdev.engine.state.RunState` of one run."""
+    """The folded :class:`~selfdev.engine.state.RunState` of one run (with the primitives of
+    programs screened before ``candidate.screened`` recorded them: :func:`fill_primitives`)."""
     from selfdev.engine.state import fold
 
-    return fold(store.iter_events(run_id=run_id))
+    state = fold(store.iter_events(run_id=run_id))
+    fill_primitives(store, state)
+    return state
+
+
+def fill_primitives(store: Any, state: Any) -> None:
+    """Give each candidate whose ``candidate.screened`` predates its ``primitives`` field the
+    primitives of its program, read from the program's blob: the same function the engine
+    records them with (``engine/primitives.py``), so old and new runs show the same numbers.
+    A program whose blob is missing keeps None (unknown)."""
+    from selfdev.engine.primitives import primitives_of
+    from selfdev.store import StoreError
+
+    for c in state.candidates.values():
+        if c.primitives is None and c.code:
+            try:
+                c.primitives = primitives_of(store.get_text(c.code))
+            except (StoreError, UnicodeDecodeError):
+                continue
 
 
 #: what the runs listing folds of each run: its lifecycle, iterations and scores
@@ -162,14 +181,16 @@ def writer_statuses(store: Any, rows: list[dict[str, Any]]) -> list[dict[str, An
     process holds the database's writer lock and only if it is the run written last (one
     writer writes one run at a time, and a resumed run records ``run.resumed`` first); any
     other is ``interrupted``: its writer died or was stopped, and ``selfdev resume``
-    continues it. The lock is read, never taken (:func:`selfdev.store.lock.current_holder`).
+    continues it. A writer of several runs at once (``selfdev sweep``) names them in the lock
+    file, and those are the running ones. The lock is read, never taken
+    (:func:`selfdev.store.lock.current_holder`).
     """
     if not any(r.get("status") == "running" for r in rows):
         return rows
     latest = max(rows, key=lambda r: r.get("last_position") or 0)["run_id"]
-    live = latest if _writer_alive(store) else None
+    live = _live_runs(store, latest)
     return [dict(r, status="interrupted")
-            if r.get("status") == "running" and r["run_id"] != live else r for r in rows]
+            if r.get("status") == "running" and r["run_id"] not in live else r for r in rows]
 
 
 def writer_status(store: Any, run_id: str, status: str) -> str:
@@ -179,15 +200,23 @@ def writer_status(store: Any, run_id: str, status: str) -> str:
         return status
     streams = store.streams()
     latest = max(streams, key=lambda s: s.last_position).run_id if streams else None
-    return status if latest == run_id and _writer_alive(store) else "interrupted"
+    return status if run_id in _live_runs(store, latest) else "interrupted"
 
 
-def _writer_alive(store: Any) -> bool:
+def _live_runs(store: Any, latest: str | None) -> set[str]:
+    """The runs a live writer is writing: those its lock file names (``runs``), else the one
+    written last; none when no writer holds the lock."""
     from selfdev.store.lock import current_holder
 
-    if getattr(store, "memory", False):
-        return not getattr(store, "readonly", True)  # only its own writer can see a :memory:
-    return current_holder(store.path) is not None
+    if getattr(store, "memory", False):  # only its own writer can see a :memory: database
+        return {latest} if latest and not getattr(store, "readonly", True) else set()
+    holder = current_holder(store.path)
+    if holder is None:
+        return set()
+    runs = holder.get("runs")
+    if isinstance(runs, list) and all(isinstance(r, str) for r in runs):
+        return set(runs)
+    return {latest} if latest else set()
 
 
 #: the columns of ``selfdev export --what candidates`` (one row per candidate, in log order)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from selfdev.engine import events as ev
+from selfdev.engine.primitives import families_of, shares
 
 
 #: per-iteration stat -> the optimizer metrics it is read from (first present wins)
@@ -41,6 +42,8 @@ class CandidateState:
     test_done: bool = False
     metrics: dict[str, Any] = field(default_factory=dict)
     position: int = 0  # log position of its last event
+    meta: dict[str, Any] = field(default_factory=dict)  # candidate.generated's meta (generator's)
+    primitives: list[str] | None = None  # the merge primitives its program calls (None: unknown)
 
     @property
     def status(self) -> str:
@@ -81,6 +84,9 @@ class RunState:
     finished: ev.RunFinished | None = None
     failed: str | None = None
     checkpoint: str | None = None  # current factory (hash) after the latest refinement
+    #: iteration (0: outside iterations) -> phase -> seconds, cpu_seconds, items, summed over
+    #: the processes that worked on it (``phase.timed``; machine facts, not run results)
+    phases: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)
     checkpoint_path: str | None = None
     version: int = 0  # stream version of the last folded event
     position: int = 0  # global position of the last folded event
@@ -113,7 +119,9 @@ class RunState:
           scored), so a factory that concentrates on a good program is credited for it.
 
         ``repeats`` (and its older name ``duplicates``) counts them; ``unique`` is the number
-        of distinct programs among the accepted and repeated ones.
+        of distinct programs among the accepted and repeated ones. ``primitives`` and
+        ``families`` give, per merge primitive and family (``engine/primitives.py``), the
+        share of those programs that call it: whether the factory converges on one family.
         """
         cands = self.in_iteration(iteration)
         scored = [c.dev for c in cands if c.dev is not None]
@@ -148,6 +156,14 @@ class RunState:
             "sd": (round((sum((x - mean) ** 2 for x in written) / (len(written) - 1)) ** 0.5, 4)
                    if len(written) > 1 else None),
         }
+        # what the programs are built from: per merge primitive (and family), the share of the
+        # programs written (accepted and repeats) that call it; None where the log predates it
+        written_programs = [c.primitives for c in cands
+                            if c.screen in ("accepted", "duplicate") and c.primitives is not None]
+        known = any(c.primitives is not None for c in cands)
+        stats["primitives"] = shares(written_programs) if known else None
+        stats["families"] = (shares([families_of(p) for p in written_programs])
+                             if known else None)
         if it and it.pairs is not None:
             stats["pairs"] = len(it.pairs.pairs)
         if it and it.refined is not None:
@@ -183,7 +199,7 @@ def apply(state: RunState, event: Any) -> RunState:
     elif isinstance(typed, ev.CandidateGenerated):
         state.candidates[typed.candidate_id] = CandidateState(
             typed.candidate_id, typed.iteration, typed.index, typed.completion,
-            prompt=typed.prompt, position=event.position)
+            prompt=typed.prompt, position=event.position, meta=dict(typed.meta))
         it = state.iterations.get(typed.iteration)
         if it is not None:
             it.generated = True
@@ -191,6 +207,7 @@ def apply(state: RunState, event: Any) -> RunState:
         c = state.candidates[typed.candidate_id]
         c.screen, c.reason, c.code, c.ast_hash = typed.status, typed.reason, typed.code, typed.ast_hash
         c.duplicate_of = typed.duplicate_of
+        c.primitives = typed.primitives
         c.position = event.position
         if typed.status == "accepted" and typed.ast_hash:
             state.by_hash.setdefault(typed.ast_hash, typed.candidate_id)
@@ -215,6 +232,14 @@ def apply(state: RunState, event: Any) -> RunState:
         state.iterations[typed.iteration].refined = typed
         state.checkpoint = typed.checkpoint
         state.checkpoint_path = typed.path
+    elif isinstance(typed, ev.PhaseTimed):
+        # nested values are replaced, never changed in place: the TUI's snapshots share them
+        phases = state.phases.get(typed.iteration, {})
+        spent = phases.get(typed.phase) or {"seconds": 0.0, "cpu_seconds": 0.0, "items": 0}
+        state.phases[typed.iteration] = {**phases, typed.phase: {
+            "seconds": round(spent["seconds"] + typed.seconds, 4),
+            "cpu_seconds": round(spent["cpu_seconds"] + typed.cpu_seconds, 4),
+            "items": spent["items"] + typed.items}}
     elif isinstance(typed, ev.IterationFinished):
         it = state.iterations[typed.iteration]
         it.finished, it.stats = True, typed.stats

@@ -3,7 +3,8 @@
 This module is the public face; the rest is laid out by whom it trusts:
 
 * trusted side (runs in the engine): ``supervisor`` (the :class:`Sandbox`: warm parent
-  management, one run per candidate), ``verdict`` (reads and validates what a child sent),
+  management, one run per candidate), ``stream`` (the :class:`StreamSandbox`: one child per
+  candidate fed one tensor at a time, for models too large to hold), ``verdict`` (reads and validates what a child sent),
   ``policy`` (L1 static screen), ``layers`` (the isolation layers and ``doctor``), ``cli``;
 * ``jail/`` (runs inside the jailed processes, assumes hostile company): ``worker`` (the warm
   parent and the per-candidate child), ``facade`` (L2 capabilities), ``oslayers`` (L3);
@@ -17,11 +18,11 @@ from __future__ import annotations
 
 from selfdev.sandbox.policy import ScreenResult, extract_candidate, screen
 
-__all__ = ["Sandbox", "SandboxResult", "SandboxUnavailable", "ScreenResult", "screen",
+__all__ = ["Sandbox", "StreamSandbox", "SandboxResult", "SandboxUnavailable", "ScreenResult", "screen",
            "extract_candidate", "doctor", "DEFAULT_REQUIRE"]
 
 # name -> module; torch is imported only when the runtime side (the supervisor) is needed
-_LAZY = {"Sandbox": "supervisor", "SandboxUnavailable": "supervisor", "SandboxResult": "verdict",
+_LAZY = {"Sandbox": "supervisor", "StreamSandbox": "stream", "SandboxUnavailable": "supervisor", "SandboxResult": "verdict",
          "DEFAULT_REQUIRE": "layers", "ALL_LAYERS": "protocol"}
 
 

@@ -36,6 +36,27 @@ The report pipe, child -> supervisor: one JSON object of at most ``MAX_REPORT`` 
 The inputs memfd (sealed, supervisor -> parent): a header (:func:`encode_header`) holding the
 names, experts, one entry per tensor (``dtype`` among ``DTYPES``, shape, absolute offset) and
 the result offsets, then raw tensor bytes. The result memfd: raw bytes at those offsets.
+
+**Streaming** (``sandbox/stream.py``: models too large to hold, one child per candidate fed one
+tensor at a time). The warm parent holds no tensors (its header names none and carries
+``max_numel``, the largest tensor a child will see). ``OP_RUN`` carries ``"stream": {
+"inputs_bytes", "result_bytes", "tensor_timeout", "idle"}`` and ``RUN_FDS_STREAM`` descriptors:
+the four above, then the command pipe's read end and the stream inputs memfd (sealed against
+writes by anyone but the supervisor's own earlier mapping: ``F_SEAL_FUTURE_WRITE``; the result
+memfd is sealed against resizing). Both directions then speak frames (:func:`encode_frame`: a
+``FRAME_LEN``-byte little-endian length and one JSON object of at most ``MAX_REPORT`` bytes):
+
+==========================  ==================================================================
+child -> supervisor         ``{READY: true}``: the module ran, ``merge_models`` exists
+supervisor -> child         ``{"op": OP_TENSOR, STEP: k, "name", "dtype", "shape", "base": off,
+                            "tvs": [off, ...] (one per expert, in order), "result": off}``
+child -> supervisor         ``{STEP: k}``: the merged tensor ``k`` is in the result memfd
+supervisor -> child         ``{"op": OP_END}``: no more tensors
+child -> supervisor         the report (as above, framed); the child exits after it
+==========================  ==================================================================
+
+A report may come at any point instead of the expected frame (the candidate raised, or was
+rejected at tensor ``k``); anything else is a protocol violation that rejects the candidate.
 """
 from __future__ import annotations
 
@@ -61,6 +82,13 @@ EXIT = "exit"
 TAINTED = "tainted"  # the parent's own state changed since start-up: it forks no more
 
 RUN_FDS = 4  # output pipe, report pipe, result memfd, code memfd (in this order)
+RUN_FDS_STREAM = 6  # those four, then the command pipe (read end) and the stream inputs memfd
+
+# streaming (see the module docstring)
+OP_TENSOR = "tensor"  # to a streaming child: merge this tensor
+OP_END = "end"  # to a streaming child: no more tensors, report and exit
+STEP = "step"  # the step number in a tensor command and in the child's answer
+FRAME_LEN = 4  # bytes of a frame's length prefix
 
 # the child's report
 MAX_REPORT = 1 << 20
@@ -88,6 +116,30 @@ def decode_header(buf) -> dict:
     """Read back :func:`encode_header`'s bytes from the start of ``buf``."""
     n = int.from_bytes(buf[:_HEADER_LEN], "little")
     return json.loads(bytes(buf[_HEADER_LEN:_HEADER_LEN + n]).decode())
+
+
+def encode_frame(msg: dict) -> bytes:
+    """One frame: the length of the JSON, then the JSON (a stream's messages, both ways)."""
+    data = json.dumps(msg, separators=(",", ":")).encode()
+    if len(data) > MAX_REPORT:
+        raise ValueError(f"frame too large ({len(data)} bytes)")
+    return len(data).to_bytes(FRAME_LEN, "little") + data
+
+
+def split_frame(buf: bytearray) -> tuple[bytes | None, bool]:
+    """Take one whole frame's payload off the front of ``buf``: ``(payload, ok)``. ``(None,
+    True)``: not all of it has arrived yet; ``(None, False)``: the length prefix is over
+    ``MAX_REPORT`` (the sender is lying or broken). The payload is not parsed here."""
+    if len(buf) < FRAME_LEN:
+        return None, True
+    n = int.from_bytes(buf[:FRAME_LEN], "little")
+    if n > MAX_REPORT:
+        return None, False
+    if len(buf) < FRAME_LEN + n:
+        return None, True
+    payload = bytes(buf[FRAME_LEN:FRAME_LEN + n])
+    del buf[:FRAME_LEN + n]
+    return payload, True
 
 
 def send(sock: socket.socket, msg: dict, fds: list[int] = ()) -> None:

@@ -85,13 +85,15 @@ class _Unmap:
         _libc.munmap(self.addr, self.size)
 
 
-def _private_map(fd: int, size: int):
+def _private_map(fd: int, size: int, prot: int = mmap.PROT_READ | mmap.PROT_WRITE,
+                 flags: int = mmap.MAP_PRIVATE):
     """A writable MAP_PRIVATE mapping of ``fd`` as a ctypes buffer that unmaps itself when the
-    last tensor built on it is gone (Python's mmap would keep a duplicate fd open)."""
+    last tensor built on it is gone (Python's mmap would keep a duplicate fd open). ``prot``
+    and ``flags`` for other kinds (a stream's shared buffers)."""
     size = max(size, 1)
-    addr = _libc.mmap(None, size, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE, fd, 0)
+    addr = _libc.mmap(None, size, prot, flags, fd, 0)
     if addr is None or addr == ctypes.c_void_p(-1).value:
-        raise OSError(ctypes.get_errno(), "mmap of the result buffer failed")
+        raise OSError(ctypes.get_errno(), "mmap of a sandbox buffer failed")
     buf = type("_ResultBuffer", (ctypes.c_char * size,), {})
     obj = buf.from_address(addr)
     obj._owner = _Unmap(addr, size)
@@ -165,6 +167,16 @@ class Sandbox:
             self.offsets.append(off)
             off += math.prod(shape) * dt.itemsize
         self.result_bytes = off
+        self._init_parent_state(start_timeout)
+        self._build_inputs(base, task_vectors)
+        try:
+            self._start()
+        except BaseException:
+            self.close()
+            raise
+
+    def _init_parent_state(self, start_timeout: float) -> None:
+        """What the warm parent's management needs (shared with ``StreamSandbox``)."""
         self._lock = threading.RLock()
         self._owner_pid = os.getpid()
         self._proc: subprocess.Popen | None = None
@@ -176,13 +188,10 @@ class Sandbox:
         self.parent_pid: int | None = None
         self._tainted: str | None = None  # the warm parent said its state changed: replace it
         self.restarts: list[str] = []  # why the warm parent was replaced, oldest first
+        # the pid of every child this supervisor handed a candidate to, oldest first (the
+        # trusted record of children started: one per candidate, whatever the model size)
+        self.children: list[int] = []
         self._start_timeout = start_timeout
-        self._build_inputs(base, task_vectors)
-        try:
-            self._start()
-        except BaseException:
-            self.close()
-            raise
 
     @staticmethod
     def _check_input(t, what: str) -> None:
@@ -345,18 +354,7 @@ class Sandbox:
             return SandboxResult("rejected", sr.reason, None, "", (time.perf_counter() - t0) * 1e3,
                                  {"stage": "screen"})
         with self._lock:
-            if self._inputs_fd is None:
-                raise RuntimeError("Sandbox is closed")
-            if os.getpid() != self._owner_pid:  # used after a fork of the owner: start our own
-                self._kill_parent()
-                self._owner_pid = os.getpid()
-            if self._proc is None or self._proc.poll() is not None or self._sock is None:
-                self._restart()
-            self._drain_ctl()
-            if self._proc is None or self._sock is None:
-                self._restart()
-            elif self._tainted:  # between candidates: no running candidate is lost
-                self._restart(f"warm parent tampered with: {self._tainted}")
+            self._prepare_to_run()
             # the child gets the code object compiled (with RestrictedPython) right here, so it
             # does not pay for parsing again; it is marshalled trusted -> untrusted only
             blob = marshal.dumps(co) if co is not None else code.encode("utf-8", "surrogatepass")
@@ -379,7 +377,52 @@ class Sandbox:
             self._recv_ctl(None)
         return self._spares.popleft()
 
-    def _run_locked(self, blob: bytes, timeout: float, t0: float, attempt: int = 0) -> SandboxResult:
+    def _hand_to_spare(self, msg: dict, fds: list[int]) -> int:
+        """Send ``msg`` and ``fds`` to an idle child; return its pid (recorded in
+        ``children``). A warm parent that gives no child is replaced once; a spare that died
+        idle is skipped (its exit notice will come)."""
+        for attempt in (0, 1):
+            for _ in range(2 * protocol.POOL + 2):
+                try:
+                    pid, chan = self._take_spare()
+                except SandboxUnavailable:
+                    if attempt:
+                        raise
+                    self._restart(f"warm parent tampered with: {self._tainted}" if self._tainted
+                                  else "no idle child from the warm parent")
+                    break
+                try:
+                    protocol.send(chan, msg, fds)
+                except OSError:
+                    continue
+                finally:
+                    chan.close()
+                self.children.append(pid)
+                try:
+                    protocol.send(self._sock, {"op": protocol.OP_USED})  # fork a replacement off the critical path
+                except OSError:
+                    pass
+                return pid
+            else:
+                break
+        raise SandboxUnavailable("no usable sandbox child")
+
+    def _prepare_to_run(self) -> None:
+        """Between candidates: a live, untampered warm parent (started again if needed)."""
+        if self._inputs_fd is None:
+            raise RuntimeError("Sandbox is closed")
+        if os.getpid() != self._owner_pid:  # used after a fork of the owner: start our own
+            self._kill_parent()
+            self._owner_pid = os.getpid()
+        if self._proc is None or self._proc.poll() is not None or self._sock is None:
+            self._restart()
+        self._drain_ctl()
+        if self._proc is None or self._sock is None:
+            self._restart()
+        elif self._tainted:  # between candidates: no running candidate is lost
+            self._restart(f"warm parent tampered with: {self._tainted}")
+
+    def _run_locked(self, blob: bytes, timeout: float, t0: float) -> SandboxResult:
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         st_r, st_w = os.pipe2(os.O_CLOEXEC)
         res_fd = os.memfd_create("selfdev-sandbox-result", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
@@ -393,34 +436,11 @@ class Sandbox:
                         fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL)
             msg = {"op": protocol.OP_RUN, "timeout": timeout, "result_bytes": max(self.result_bytes, 1),
                    "os_only": self._os_only}
-            pid = None
-            for _ in range(2 * protocol.POOL + 2):
-                try:
-                    pid, chan = self._take_spare()
-                except SandboxUnavailable:
-                    if attempt:
-                        raise
-                    os.close(out_w)
-                    os.close(st_w)
-                    self._restart(f"warm parent tampered with: {self._tainted}" if self._tainted
-                                  else "no idle child from the warm parent")
-                    return self._run_locked(blob, timeout, t0, attempt + 1)
-                try:
-                    protocol.send(chan, msg, [out_w, st_w, res_fd, code_fd])
-                except OSError:
-                    pid = None  # that spare died idle; its exit notice will come
-                    continue
-                finally:
-                    chan.close()
-                break
-            os.close(out_w)
-            os.close(st_w)
-            if pid is None:
-                raise SandboxUnavailable("no usable sandbox child")
             try:
-                protocol.send(self._sock, {"op": protocol.OP_USED})  # fork a replacement off the critical path
-            except OSError:
-                pass
+                pid = self._hand_to_spare(msg, [out_w, st_w, res_fd, code_fd])
+            finally:
+                os.close(out_w)
+                os.close(st_w)
             res = verdict(self._pump(timeout, t0, out_r, st_r, pid))
             return self._take_result(res, res_fd, pid) if res.ok else res
         finally:

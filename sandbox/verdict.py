@@ -68,6 +68,7 @@ class ChildRecord:
     exit: dict | None = None  # the warm parent's exit notice ({"code", "signal"}), if it came
     timed_out: bool = False  # the pump killed the child at its deadline
     parent_died: bool = False  # the control channel to the warm parent broke
+    limit: str | None = None  # with timed_out: which limit it exceeded, in words (streaming)
 
 
 def clean_text(s: str, cap: int) -> str:
@@ -122,6 +123,23 @@ def _parse_report(raw: bytes) -> dict | None:
     return msg if isinstance(msg, dict) else None
 
 
+def stream_answer(payload: bytes, want: dict | None) -> tuple[str, str | None]:
+    """A streaming child's frame, judged (``sandbox/stream.py`` reads them, bounded, and asks
+    here): ``("answer", None)`` when it is exactly ``want`` (``{READY: true}`` or ``{STEP:
+    k}``; None when only the report may come), ``("report", None)`` when it is a report (the
+    candidate stopped, or finished: :func:`verdict` reads it), ``("bad", why)`` otherwise."""
+    msg = _parse_report(payload)
+    if msg is None:
+        return "bad", "malformed message from the candidate process"
+    if "status" in msg:
+        return "report", None
+    if want is None:
+        return "bad", "malformed message from the candidate process"
+    if len(msg) != len(want) or any(type(msg.get(k)) is not type(v) or msg.get(k) != v for k, v in want.items()):
+        return "bad", "candidate process answered out of turn"
+    return "answer", None
+
+
 def verdict(rec: ChildRecord) -> SandboxResult:
     """The result of one candidate's run, from what its child sent (see the module doc)."""
     output = clean_text(rec.output.decode("utf-8", "replace"), OUTPUT_CAP)
@@ -150,6 +168,8 @@ def verdict(rec: ChildRecord) -> SandboxResult:
                              None, stdout, rec.duration_ms, details)
 
     if rec.timed_out:
+        if rec.limit:  # the trusted side's own words (a stream's per-tensor limit or budget)
+            return result("timeout", rec.limit)
         return result("timeout", f"candidate exceeded the {rec.timeout:g} s wall-clock limit and was killed")
     if rec.parent_died and rec.exit is None:
         return result("killed", "sandbox parent process died; candidate killed")

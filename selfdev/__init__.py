@@ -63,16 +63,34 @@ _EXPORTS: dict[str, str] = {
     "parse_kv": "selfdev.engine.api",
     "torch_threads": "selfdev.engine.api",
     "format_score": "selfdev.engine.api",
+    # one accelerator shared by the loop's phases (engine/device.py)
+    "DeviceNeed": "selfdev.engine.device",
+    "DevicePlan": "selfdev.engine.device",
+    "ModelShape": "selfdev.engine.device",
+    "model_shape": "selfdev.engine.device",
+    "dtype_bytes": "selfdev.engine.device",
+    "free_device_memory": "selfdev.engine.device",
+    "config_template": "selfdev.engine.template",
     # the event log (listeners receive a StoredEvent; commands may read runs and append their own)
     "StoredEvent": "selfdev.store",
     "NewEvent": "selfdev.store",
     "EventStore": "selfdev.store",
     "open_store": "selfdev.engine.runs",
     "resolve_run": "selfdev.engine.runs",
+    "load_state": "selfdev.engine.runs",  # a run's folded state (e.g. dev scores so far)
+    # comparing runs and sweeping settings (`selfdev compare`, `selfdev sweep`, plots)
+    "compare_runs": "selfdev.engine.compare",
+    "group_records": "selfdev.engine.compare",
+    "interval": "selfdev.engine.compare",
+    "render_comparison": "selfdev.engine.compare",
+    "tagged_runs": "selfdev.engine.compare",
+    "plan_sweep": "selfdev.engine.sweep",
+    "run_sweep": "selfdev.engine.sweep",
     # the sandbox a domain calls to run candidate code
     "Sandbox": "selfdev.sandbox",
     "SandboxResult": "selfdev.sandbox",
     "SandboxUnavailable": "selfdev.sandbox",
+    "StreamSandbox": "selfdev.sandbox",
     "screen": "selfdev.sandbox",
     "ScreenResult": "selfdev.sandbox",
     "extract_candidate": "selfdev.sandbox",
@@ -108,12 +126,18 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
                                     NullProgress, Optimizer, Pair, Progress, ProgressTask,
                                     Refinement, SelfdevError, cache_dir, cache_lock, derive_seed,
                                     format_score, parse_kv, selfdev_home, torch_threads)
+    from selfdev.engine.device import (DeviceNeed, DevicePlan, ModelShape, dtype_bytes,
+                                       free_device_memory, model_shape)
     from selfdev.engine.hookspecs import hookimpl
     from selfdev.engine.options import Field, Options
     from selfdev.engine.plugins import Registry, get_registry
-    from selfdev.engine.runs import open_store, resolve_run
+    from selfdev.engine.runs import load_state, open_store, resolve_run
+    from selfdev.engine.template import config_template
+    from selfdev.engine.compare import (compare_runs, group_records, interval,
+                                        render_comparison, tagged_runs)
+    from selfdev.engine.sweep import plan_sweep, run_sweep
     from selfdev.sandbox import (Sandbox, SandboxResult, SandboxUnavailable, ScreenResult,
-                                 doctor, extract_candidate, screen)
+                                 StreamSandbox, doctor, extract_candidate, screen)
     from selfdev.store import EventStore, NewEvent, StoredEvent
 
     __version__: str

@@ -177,6 +177,12 @@ class EventStore:
                 if self._writer_lock is not None:
                     self._writer_lock.release()
 
+    def note_writer(self, **fields: Any) -> None:
+        """Tell readers more about this writer through its lock file (see
+        :meth:`.lock.WriterLock.note`); a read-only or in-memory store has none to tell."""
+        if self._writer_lock is not None:
+            self._writer_lock.note(**fields)
+
     def __enter__(self) -> EventStore:
         return self
 

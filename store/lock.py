@@ -145,6 +145,18 @@ class WriterLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def note(self, **fields: Any) -> None:
+        """Add ``fields`` to what the lock file tells readers (a writer of several runs at
+        once names them: ``runs=[...]``). Written over the old text, then cut to length, so a
+        reader sees the old or the new JSON, or (for an instant) text it cannot parse and
+        treats as no note."""
+        if self._fd is None:
+            return
+        self.info.update(fields)
+        data = json.dumps(self.info, ensure_ascii=False).encode("utf-8")
+        os.pwrite(self._fd, data, 0)
+        os.ftruncate(self._fd, len(data))
+
     def release(self) -> None:
         """Empty the lock file and unlock it. Safe to call twice."""
         fd, self._fd = self._fd, None

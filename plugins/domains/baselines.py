@@ -29,6 +29,8 @@ __all__ = [
     "ties",
     "dare",
     "dare_ties",
+    "dare_rescale",
+    "kth_smallest",
     "trim_top_k",
     "baseline_grid",
 ]
@@ -70,15 +72,56 @@ def task_arithmetic(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str
     return _out(lam * _stack(task_vectors, base).sum(0), base)
 
 
+#: tensors up to this many entries take ``kthvalue`` directly (sampling would not pay)
+_SELECT_DIRECT = 1 << 18
+#: entries in the strided sample that brackets the threshold
+_SELECT_SAMPLE = 1 << 16
+
+
+def kth_smallest(values: "Tensor", k: int) -> "Tensor":
+    """The ``k``-th smallest entry (1-based) of the flat tensor ``values``; the same value as
+    ``values.kthvalue(k).values``, bit for bit, at a fraction of the cost for big tensors.
+
+    Why: ``kthvalue`` is a single-threaded selection over a copy of all ``n`` entries, and
+    TIES calls it once per expert and tensor (for a 1.1B model, seconds per expert per 100M
+    entries). Here a strided sample of 65,536 entries, sorted, brackets the answer by
+    [lo, hi] (the sample quantile ± 8 standard deviations of its rank); one vectorised pass
+    counts the entries below ``lo`` and gathers those in [lo, hi] (a few % of ``n``), and the
+    answer is the (k − below)-th smallest of that band. Exact whatever the sample: ties and
+    the bounds' own values are inside the band, and if the bracket missed (the rank falls
+    outside the band) the full ``kthvalue`` runs instead.
+    """
+    import math
+
+    n = values.numel()
+    if n <= _SELECT_DIRECT:
+        return values.kthvalue(k).values
+    step = max(1, n // _SELECT_SAMPLE)
+    sample = values[::step].sort().values
+    m = sample.numel()
+    q = k / n
+    spread = int(8 * math.sqrt(m * q * (1 - q))) + 2
+    lo = sample[max(0, int(q * m) - spread)]
+    hi = sample[min(m - 1, int(q * m) + spread)]
+    below = int((values < lo).count_nonzero())
+    rank = k - below
+    if rank >= 1:
+        band = values[(values >= lo) & (values <= hi)]
+        if rank <= band.numel():
+            return band.kthvalue(rank).values
+    return values.kthvalue(k).values
+
+
 def trim_top_k(d: "Tensor", density: float) -> "Tensor":
     """Keep the ``density`` fraction of entries of ``d`` with the largest magnitude, zero the rest.
 
     ``keep = int(density · numel)`` entries; the threshold is the ``numel − keep``-th smallest
-    magnitude (``kthvalue``) and entries strictly above it survive, so ties at the threshold can
-    keep fewer than ``keep``. The original TIES code keeps one more entry (``>=`` on the
-    kthvalue) and trims over the whole model at once; mergekit, like this function, trims per
-    tensor. ``density >= 1`` keeps everything; a density that keeps no entry returns zeros
-    (mergekit asserts instead).
+    magnitude (``kth_smallest``, equal to ``kthvalue``) and entries strictly above it survive,
+    so ties at the threshold can keep fewer than ``keep``. The original TIES code keeps one
+    more entry (``>=`` on the kthvalue) and trims over the whole model at once; mergekit, like
+    this function, trims per tensor, keeps exactly ``keep`` (choosing among tied magnitudes in
+    argsort's order) and keeps one entry when ``keep`` rounds to 0, where this returns zeros.
+    Without ties the two agree entry for entry (tests/plugins/test_mergekit_equality.py).
     """
     import torch
 
@@ -89,17 +132,16 @@ def trim_top_k(d: "Tensor", density: float) -> "Tensor":
     if keep <= 0:
         return torch.zeros_like(d)
     mag = d.abs()
-    thr = mag.flatten().kthvalue(n - keep).values
-    return torch.where(mag > thr, d, torch.zeros_like(d))
+    thr = kth_smallest(mag.reshape(-1), n - keep)
+    return d.masked_fill(mag <= thr, 0.0)
 
 
 def _elect(D: "Tensor") -> "Tensor":
-    """Mask of entries that agree with the elected sign (sign of the summed mass; 0 counts +)."""
+    """Mask of entries that agree with the elected sign (sign of the summed mass; 0 counts +):
+    where the sum is >= 0 the positive entries, elsewhere the negative ones (zeros never)."""
     import torch
 
-    gamma = torch.sign(D.sum(0))
-    gamma = torch.where(gamma == 0, torch.ones_like(gamma), gamma)
-    return (torch.sign(D) == gamma) & (D != 0)
+    return torch.where(D.sum(0) >= 0, D > 0, D < 0)
 
 
 def ties(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,
@@ -115,62 +157,105 @@ def ties(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,
     Quirks of mergekit's ``ties``: its ``density`` defaults to 1.0 (no trimming unless set; the
     paper uses 0.2), it multiplies by the per-model ``weight`` before electing the sign (so the
     weights change the vote; issue #474) and normalises by the agreeing weights. With every
-    weight 1, as here, the two coincide.
+    weight 1, as here, the two coincide (to 1e-6 in float32: tests/plugins/
+    test_mergekit_equality.py).
+
+    Computed without an [N, ...] stack: with s = ±1 the elected sign, an entry agrees iff
+    s·τ̂_i > 0, so Σ agreeing τ̂_i = s · Σ_i relu(s·τ̂_i) and the count is Σ_i sign(relu(s·τ̂_i)).
+    In-place float ops only: boolean masks multiplied into floats and summed booleans are
+    several times slower on CPU (this is the hot loop of every TIES merge).
     """
     import torch
 
     D = _stack(task_vectors, base)
     if D.shape[0] == 0:
         return _out(D.sum(0), base)
-    D = torch.stack([trim_top_k(x, density) for x in D])
-    agree = _elect(D)
-    count = agree.sum(0).clamp(min=1)
-    merged = (D * agree).sum(0) / count
-    return _out(lam * merged, base)
+    trimmed = [trim_top_k(x, density) for x in D]
+    del D
+    total = trimmed[0].clone()
+    for t in trimmed[1:]:
+        total.add_(t)
+    s = torch.where(total >= 0, 1.0, -1.0)
+    del total
+    num, count = torch.zeros_like(s), torch.zeros_like(s)
+    for t in trimmed:
+        agreeing = t.mul_(s).clamp_(min=0)
+        num.add_(agreeing)
+        count.add_(agreeing.sign_())
+    merged = num.mul_(s).div_(count.clamp_(min=1))
+    return _out(merged.mul_(lam) if lam != 1 else merged, base)
+
+
+def dare_rescale(masked: "Tensor", original: "Tensor", p: float, rescale: str = "inverse") -> "Tensor":
+    """Rescale one masked task vector so that dropping keeps its size.
+
+    * ``"inverse"`` (the DARE paper, MergeLM, FusionBench): ``masked / (1 − p)``, unbiased per
+      entry (E[result] = original);
+    * ``"l1"`` (mergekit's ``dare_linear``/``dare_ties`` with ``rescale: true``, since its PR
+      #245): ``masked · ‖original‖₁ / ‖masked‖₁``, so the tensor keeps its L1 norm exactly.
+      mergekit skips the rescale when either norm is below 1e-7; so does this.
+
+    The two agree in expectation and differ per draw by the factor ``(1 − p)·‖τ‖₁/‖m⊙τ‖₁``,
+    close to 1 for big tensors (tests/plugins/test_mergekit_equality.py measures it).
+    """
+    if rescale == "inverse":
+        return masked / (1.0 - p)
+    if rescale == "l1":
+        before, after = original.abs().sum(), masked.abs().sum()
+        if before < 1e-7 or after < 1e-7:
+            return masked
+        return masked * (before / after)
+    raise ValueError(f"DARE rescale must be 'inverse' or 'l1', got {rescale!r}")
 
 
 def _dare_masked(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str,
-                 p: float, seed: int) -> "Tensor":
-    """Drop each entry with probability ``p`` and rescale the survivors by 1/(1−p).
+                 p: float, seed: int, rescale: str = "inverse") -> "Tensor":
+    """Drop each entry with probability ``p`` and rescale the survivors (``dare_rescale``).
 
     One ``torch.Generator`` per tensor, seeded with ``derive_seed(seed, name)``; the experts
     draw their masks, and are stacked, in sorted name order. The result therefore depends only
     on (seed, name, the task vectors): not on the order in which tensors or experts are
-    visited, nor on the global RNG.
+    visited, nor on the global RNG. (mergekit draws from the global RNG, seeded once by
+    ``--random-seed``, in its own tensor order, so its masks cannot be reproduced here: that
+    randomness is the one difference left once ``rescale="l1"`` is chosen.)
     """
     import torch
 
     if not 0.0 <= p < 1.0:
         raise ValueError(f"DARE drop rate p must be in [0, 1), got {p}")
+    if rescale not in ("inverse", "l1"):
+        raise ValueError(f"DARE rescale must be 'inverse' or 'l1', got {rescale!r}")
     ordered = {expert: task_vectors[expert] for expert in sorted(task_vectors)}
     D = _stack(ordered, base)
     if p == 0 or D.shape[0] == 0:
         return D
     gen = torch.Generator().manual_seed(derive_seed(seed, name))
     keep = torch.stack([torch.bernoulli(torch.full_like(x, 1.0 - p), generator=gen) for x in D])
-    return D * keep / (1.0 - p)
+    return torch.stack([dare_rescale(x * k, x, p, rescale) for x, k in zip(D, keep)])
 
 
 def dare(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,
-         p: float = 0.9, lam: float = 1.0, seed: int = 0) -> "Tensor":
+         p: float = 0.9, lam: float = 1.0, seed: int = 0, rescale: str = "inverse") -> "Tensor":
     """DARE (Yu et al. 2024) then Task Arithmetic: λ · Σ_i m_i ⊙ τ_i / (1 − p), m_i ~ Bernoulli(1 − p).
 
     ``p`` is the drop rate (mergekit's ``density`` is 1 − p). The paper, MergeLM and FusionBench
     rescale by 1/(1 − p) as here; mergekit (``dare_linear``, since PR #245) instead rescales each
-    masked tensor to the L1 norm of the unmasked one: equal in expectation, different per draw.
-    mergekit also draws from the global RNG; we seed per tensor (see ``_dare_masked``).
+    masked tensor to the L1 norm of the unmasked one: equal in expectation, different per draw;
+    ``rescale="l1"`` chooses mergekit's rule (see ``dare_rescale``). mergekit also draws from
+    the global RNG; we seed per tensor (see ``_dare_masked``).
     """
-    D = _dare_masked(task_vectors, base, name, p, seed)
+    D = _dare_masked(task_vectors, base, name, p, seed, rescale)
     return _out(lam * D.sum(0), base)
 
 
 def dare_ties(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,
-              p: float = 0.5, lam: float = 1.0, seed: int = 0) -> "Tensor":
+              p: float = 0.5, lam: float = 1.0, seed: int = 0, rescale: str = "inverse") -> "Tensor":
     """DARE drop-and-rescale, then TIES sign election; the agreeing entries are **summed**, × λ.
 
-    Summing (not averaging) matches mergekit's ``dare_ties`` default (``normalize: false``).
+    Summing (not averaging) matches mergekit's ``dare_ties`` default (``normalize: false``);
+    ``rescale`` as in :func:`dare`.
     """
-    D = _dare_masked(task_vectors, base, name, p, seed)
+    D = _dare_masked(task_vectors, base, name, p, seed, rescale)
     if D.shape[0] == 0:
         return _out(D.sum(0), base)
     agree = _elect(D)

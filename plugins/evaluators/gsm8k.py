@@ -21,6 +21,11 @@ With ``warm_engine`` (the default) the evaluator keeps one engine for its life
 (``plugins/domains/lm/engine.py``): the model (or vLLM engine) is built once from the seed and
 each candidate's merged tensors are copied into it in place, so candidates pay no model build
 or engine start (in the engine's process and on every Ray worker actor alike).
+
+One GPU, three phases (``engine/device.py``): between evaluation phases the loop calls
+``release()`` and the engine gives the device back (``release = "sleep"``: vLLM's sleep mode at
+``sleep_level``, or the transformers model moved to CPU memory; ``"shutdown"``: the engine is
+stopped; ``"keep"``: held all run); ``device_memory`` estimates the phase for the start-up check.
 """
 from __future__ import annotations
 
@@ -34,7 +39,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-from selfdev import ConfigError, Evaluator, Field
+from selfdev import ConfigError, DeviceNeed, Evaluator, Field, dtype_bytes, model_shape
 from selfdev import hookimpl
 
 # --------------------------------------------------------------------------- extraction
@@ -345,6 +350,20 @@ class GSM8kEvaluator(Evaluator):
         warm_engine: bool = Field(True, description="keep one model (or vLLM engine) and copy "
                                                     "each candidate's merged weights into it; "
                                                     "false: build a model per candidate")
+        release: Literal["sleep", "shutdown", "keep"] = Field(
+            "sleep", description="between evaluation phases: sleep (vLLM sleep mode, or the "
+                                 "model moved to CPU memory), shutdown (stop the engine) or keep "
+                                 "(hold the GPU)")
+        sleep_level: Literal[1, 2] = Field(
+            1, description="vllm backend: sleep mode 1 (weights kept in CPU memory) or 2 "
+                           "(weights dropped and reloaded from the seed on wake)")
+        max_model_len: Optional[int] = Field(None, ge=16, description="vllm backend: context "
+                                                                      "length served (unset: "
+                                                                      "the model's)")
+
+    #: prompt tokens assumed per problem when estimating the hf backend's KV cache (5-shot
+    #: GSM8k prompts are 700-900 tokens)
+    PROMPT_TOKENS = 1024
 
     #: the options merged over the domain's eval_spec() and DEFAULTS
     SPEC_KEYS = ("test_file", "dev_file", "train_file", "shots", "dev_size", "test_limit",
@@ -359,6 +378,31 @@ class GSM8kEvaluator(Evaluator):
             if value and not Path(value).expanduser().is_file():
                 raise ConfigError(f"config: [evaluator] {key} {value} is not a file; give a "
                                   "GSM8k-format jsonl")
+
+    @classmethod
+    def device_memory(cls, options: Any, plan: Any) -> DeviceNeed | None:
+        """The evaluated model's weights + KV cache: vLLM's one full context (reserved as
+        ``gpu_memory_utilization``), or the hf backend's ``batch_size`` rows of
+        ``PROMPT_TOKENS`` + ``max_new_tokens``. None on an explicit CPU device or when the
+        domain names no model directory (built models, e.g. toymath's, are tiny)."""
+        shape = plan.shape(plan.evaluated_model)
+        if shape is None or (options.backend == "hf" and options.device == "cpu"):
+            return None
+        keep = options.release == "keep"
+        if options.backend == "vllm":
+            b = dtype_bytes(options.dtype, shape, vllm=True)
+            ctx_len = options.max_model_len or shape.max_positions
+            return DeviceNeed(parts={"weights": shape.params * b,
+                                     f"KV cache for {ctx_len} tokens":
+                                         shape.kv_bytes_per_token(b) * ctx_len},
+                              budget=options.gpu_memory_utilization, resident=keep)
+        b = dtype_bytes(options.dtype, shape)
+        batch = options.batch_size or cls.DEFAULTS["batch_size"]
+        new = options.max_new_tokens or cls.DEFAULTS["max_new_tokens"]
+        tokens = batch * (cls.PROMPT_TOKENS + new)
+        return DeviceNeed(parts={"weights": shape.params * b,
+                                 f"KV cache for {batch} x {cls.PROMPT_TOKENS + new} tokens":
+                                     shape.kv_bytes_per_token(b) * tokens}, resident=keep)
 
     def __init__(self, ctx, **options: Any) -> None:
         super().__init__(ctx, **options)
@@ -525,7 +569,10 @@ class GSM8kEvaluator(Evaluator):
 
             o = self.options
             if o.backend == "vllm":
-                self._engine = eng.VLLMEngine(o.gpu_memory_utilization, o.dtype)
+                self._engine = eng.VLLMEngine(
+                    o.gpu_memory_utilization, o.dtype,
+                    sleep_level=o.sleep_level if o.release == "sleep" else None,
+                    max_model_len=o.max_model_len)
             else:
                 self._engine = eng.HFEngine(self._device(),
                                             None if o.dtype == "auto" else o.dtype)
@@ -558,6 +605,26 @@ class GSM8kEvaluator(Evaluator):
     def extra_metrics(self, rows, scored, metric) -> dict[str, float]:
         """Hook for subclasses (toymath adds per-family accuracy)."""
         return {}
+
+    def release(self) -> None:
+        """Give the GPU back before another phase (the ``release`` option)."""
+        if self._vllm is not None:  # warm_engine = false: nothing is worth keeping
+            self._vllm.close()
+        e, how = self._engine, self.options.release
+        if e is None or how == "keep":
+            return
+        if how == "shutdown":
+            e.close()
+        elif self.options.backend == "vllm":
+            e.sleep()
+        else:
+            e.offload()
+
+    def acquire(self) -> None:
+        """Take the GPU again (the engine would also wake on its next candidate)."""
+        e = self._engine
+        if e is not None:
+            (e.wake if self.options.backend == "vllm" else e.restore)()
 
     def close(self) -> None:
         if self._vllm is not None:

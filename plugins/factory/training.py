@@ -67,6 +67,50 @@ class Trainer(Optimizer):
         with selfdev.torch_threads(resolve_threads(self.options.threads)):
             return self._refine(checkpoint, pairs, iteration)
 
+    # ---------------------------------------------------------------- one GPU, three phases
+    #: whether training holds a reference model beside the policy (DPO does, SFT does not)
+    HAS_REFERENCE: ClassVar[bool] = False
+    #: bytes per trainable parameter beyond its weight: gradient + AdamW's two moments, each
+    #: in the parameter's dtype (torch keeps the moments in the parameter's dtype)
+    ADAM_COPIES: ClassVar[int] = 3
+
+    def release(self) -> None:
+        """The policy, reference and optimizer states die with ``refine``; collect the
+        cycles trl's trainer leaves and hand the cached blocks back to the device."""
+        selfdev.free_device_memory()
+
+    @classmethod
+    def device_memory(cls, options: Any, plan: Any) -> selfdev.DeviceNeed | None:
+        """The refinement phase from the factory's configuration (``plan.factory_model``): the
+        policy's weights; with LoRA the rank-r adapters on every targeted linear module, kept
+        in float32 by peft, with their gradients and AdamW moments (16 bytes a parameter);
+        fully fine-tuned, every weight's gradient and moments; and the reference model (DPO:
+        a copy of the policy, or with LoRA the frozen reference adapter, or the initial model
+        with ``reference = "initial"``). Activations are not counted (``engine/device.py``).
+        None on an explicit CPU device or when the factory has no readable configuration."""
+        shape = plan.shape(plan.factory_model)
+        if shape is None or options.device == "cpu":
+            return None
+        from selfdev.plugins.factory.checkpoints import read_manifest
+
+        probe = cls.__new__(cls)   # settings() reads the options alone; nothing is built
+        probe.options = options
+        preset, s = probe.settings(read_manifest(plan.factory_model))
+        b = selfdev.dtype_bytes(options.dtype, shape)
+        weights = shape.params * b
+        parts = {"weights": weights}
+        initial_reference = getattr(options, "reference", "current") == "initial"
+        if s.lora:
+            lora = shape.lora_params(s.lora_r, options.target_modules)
+            parts[f"LoRA r {s.lora_r} with gradients and Adam states"] = lora * 16
+            if cls.HAS_REFERENCE:
+                parts["reference"] = weights if initial_reference else lora * 4
+        else:
+            parts["gradients and Adam states"] = weights * cls.ADAM_COPIES
+            if cls.HAS_REFERENCE:
+                parts["reference"] = weights
+        return selfdev.DeviceNeed(parts=parts)
+
     def _refine(self, checkpoint: Path | None, pairs: list[Pair], iteration: int) -> Refinement:
         raise NotImplementedError
 

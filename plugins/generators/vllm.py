@@ -13,6 +13,14 @@ iteration's checkpoint is applied as follows:
 Every completion is its own request with its own seed (``derive_seed(seed, prompt_index, i)``),
 so completion ``i`` does not depend on the batch. Chat templates are applied as in ``hf``.
 
+One GPU, three phases (``engine/device.py``): vLLM reserves ``gpu_memory_utilization`` of the
+GPU while it is awake, so between generations the engine gives the device back when the loop
+calls ``release()`` (evaluation and DPO run then): ``release = "sleep"`` (default) puts it in
+vLLM's sleep mode level 1 (weights to CPU memory, KV cache dropped; ``wake_up()`` restores them
+in about a second), ``"shutdown"`` stops the engine (the next generation starts it again),
+``"keep"`` holds the device for the whole run (a GPU of its own). ``device_memory`` estimates
+weights + a full context of KV cache + the LoRA slots for the start-up check.
+
     [generator]
     name = "vllm"
     model = "/models/openchat-3.5-1210"
@@ -24,9 +32,10 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from selfdev import Completion, Context, Field, Generator, SelfdevError, derive_seed
+from selfdev import (Completion, Context, DeviceNeed, Field, Generator, SelfdevError,
+                     derive_seed, dtype_bytes, free_device_memory, model_shape)
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, is_adapter,
                                                  load_tokenizer, read_manifest)
@@ -64,6 +73,31 @@ class VLLMGenerator(Generator):
         chat_template: ChatTemplate = "auto"
         system: System = ""
         stop: Stop = []
+        release: Literal["sleep", "shutdown", "keep"] = Field(
+            "sleep", description="between generations: sleep (vLLM sleep mode: weights to CPU "
+                                 "memory), shutdown (stop the engine) or keep (hold the GPU)")
+
+    @classmethod
+    def factory_model_dir(cls, options: Any) -> Path:
+        """The model the factory (and so the optimizer) starts from, for the device check."""
+        return Path(options.model).expanduser()
+
+    @classmethod
+    def device_memory(cls, options: Any, plan: Any) -> DeviceNeed | None:
+        """Weights + KV cache for one ``max_model_len`` context (vLLM refuses to start without
+        it) + ``max_loras`` (1) LoRA slots of rank ``max_lora_rank``; reserved as
+        ``gpu_memory_utilization`` of the device."""
+        shape = model_shape(options.model)
+        if shape is None:
+            return None
+        b = dtype_bytes(options.dtype, shape, vllm=True)
+        return DeviceNeed(
+            parts={"weights": shape.params * b,
+                   f"KV cache for {options.max_model_len} tokens":
+                       shape.kv_bytes_per_token(b) * options.max_model_len,
+                   f"LoRA r {options.max_lora_rank}": shape.lora_params(options.max_lora_rank) * b},
+            budget=options.gpu_memory_utilization, resident=options.release == "keep",
+            devices=options.tensor_parallel_size)
 
     def __init__(self, ctx: Context, **options: Any) -> None:
         super().__init__(ctx, **options)
@@ -75,6 +109,8 @@ class VLLMGenerator(Generator):
         self._engine_model: Path | None = None
         self._tokenizer: Any = None
         self._lora_ids: dict[str, int] = {}
+        self._asleep = False
+        self._can_sleep = False
 
     def initial_checkpoint(self) -> Path:
         if self.adapter is None:
@@ -84,32 +120,66 @@ class VLLMGenerator(Generator):
         return HFGenerator(self.ctx, model=str(self.model_path),
                            adapter=str(self.adapter)).initial_checkpoint()
 
-    # ----------------------------------------------------------------------------------------
+    # ---------------------------------------------------------------- the device, in turns
+
+    def release(self) -> None:
+        """Give the GPU back for the other phases (``release`` option; see the docstring)."""
+        if self._engine is None or self._asleep or self.options.release == "keep":
+            return
+        sleep = getattr(self._engine, "sleep", None)
+        if self._can_sleep and callable(sleep):
+            sleep(level=1)
+            self._asleep = True
+        else:  # "shutdown", or a vLLM without sleep mode
+            self._shutdown()
+        free_device_memory()
+
+    # no acquire(): the engine wakes in generate(), where the checkpoint is known (a
+    # full-weights checkpoint restarts the engine instead: waking the old one would move its
+    # weights onto the GPU for nothing)
+
+    def _wake(self) -> None:
+        """Wake the engine (weights back from CPU memory, a fresh KV cache)."""
+        if self._engine is not None and self._asleep:
+            self._engine.wake_up()
+            self._asleep = False
+
+    def _shutdown(self) -> None:
+        engine, self._engine, self._engine_model, self._asleep = self._engine, None, None, False
+        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
+        stop = getattr(core, "shutdown", None)
+        if callable(stop):  # vLLM V1: the engine core is a process of its own
+            stop()
+        del engine
+        free_device_memory()
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._shutdown()
 
     def _ensure_engine(self, model_dir: Path) -> Any:
         if self._engine is not None and self._engine_model == model_dir:
+            self._wake()
             return self._engine
         try:
             from vllm import LLM
         except ImportError as exc:  # installed but broken (e.g. CUDA libraries missing)
             raise SelfdevError(f"vLLM is installed but failed to import: {exc}".splitlines()[0]) from None
         if self._engine is not None:  # a full-weights checkpoint: restart on it
-            import gc
-
-            self._engine = None
-            gc.collect()
-            try:
-                import torch
-
-                torch.cuda.empty_cache()
-            except Exception:  # noqa: BLE001 - best effort
-                pass
+            self._shutdown()
         o = self.options
-        self._engine = LLM(model=str(model_dir), dtype=o.dtype, enable_lora=True,
-                           max_lora_rank=o.max_lora_rank, max_model_len=o.max_model_len,
-                           gpu_memory_utilization=o.gpu_memory_utilization,
-                           tensor_parallel_size=o.tensor_parallel_size,
-                           enforce_eager=o.enforce_eager, seed=self.ctx.seed)
+        kwargs = dict(model=str(model_dir), dtype=o.dtype, enable_lora=True,
+                      max_lora_rank=o.max_lora_rank, max_model_len=o.max_model_len,
+                      gpu_memory_utilization=o.gpu_memory_utilization,
+                      tensor_parallel_size=o.tensor_parallel_size,
+                      enforce_eager=o.enforce_eager, seed=self.ctx.seed)
+        self._can_sleep = o.release == "sleep"
+        try:
+            self._engine = LLM(**kwargs, **({"enable_sleep_mode": True} if self._can_sleep else {}))
+        except TypeError:  # a vLLM without sleep mode: release shuts the engine down instead
+            self._can_sleep = False
+            self._engine = LLM(**kwargs)
+        self._asleep = False
         self._engine_model = model_dir
         self._tokenizer = load_tokenizer(model_dir)
         return self._engine

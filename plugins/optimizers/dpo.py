@@ -118,6 +118,7 @@ class DPOOptimizer(Trainer):
     Options = DPOOptions
     PRESETS = PRESETS
     LARGE_PRESET = "paper"
+    HAS_REFERENCE = True
 
     def preset_overrides(self) -> dict[str, Any]:
         chosen = super().preset_overrides()

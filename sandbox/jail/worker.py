@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import gc
 import json
 import marshal
@@ -115,7 +116,9 @@ class Inputs:
                 self.base[ent["name"]] = t
             else:
                 self.tv[ent["expert"]][ent["name"]] = t
-        self.max_numel = max([t.numel() for t in self.base.values()] + [1])
+        # a streaming warm parent holds no tensors: its header says how large they will be
+        hinted = hdr.get("max_numel", 1)
+        self.max_numel = max([t.numel() for t in self.base.values()] + [hinted if type(hinted) is int else 1, 1])
 
 
 def _warm_up(threads: int) -> None:
@@ -323,8 +326,9 @@ def _read_all(fd: int) -> bytes:
     return b"".join(chunks)
 
 
-def _send_status(st_w: int, status: dict) -> None:
-    data = json.dumps(status, separators=(",", ":")).encode()
+def _send_status(st_w: int, status: dict, framed: bool = False) -> None:
+    """The report (framed when streaming, where more messages share the pipe)."""
+    data = protocol.encode_frame(status) if framed else json.dumps(status, separators=(",", ":")).encode()
     view = memoryview(data)
     while view:
         n = os.write(st_w, view)
@@ -377,10 +381,17 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         msg, fds = protocol.recv(chan)
     except Exception:
         return 73
-    if msg is None or len(fds) != protocol.RUN_FDS or msg.get("op") != protocol.OP_RUN:
+    stream = msg.get("stream") if msg is not None else None
+    want = protocol.RUN_FDS_STREAM if isinstance(stream, dict) else protocol.RUN_FDS
+    if msg is None or len(fds) != want or msg.get("op") != protocol.OP_RUN:
+        for fd in fds:
+            os.close(fd)
         return 0
     t0 = time.perf_counter()
-    out_w, st_w, res_fd, code_fd = fds
+    # out of the way first (a received descriptor may sit where another one goes), then each
+    # to its place: 1 and 2 output, 3 report, 4 result, and when streaming 5 commands, 6 inputs
+    fds = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 64) for fd in fds]
+    out_w, st_w, res_fd, code_fd = fds[:4]
     try:
         blob = _read_all(code_fd)
     finally:
@@ -391,7 +402,13 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
     os.dup2(st_w, 3, inheritable=False)
     os.dup2(res_fd, 4, inheritable=False)
     st_w, res_fd = 3, 4
-    os.closerange(5, 1 << 16)  # the channel, the parent's control socket, devnull, ...
+    cmd_fd = in_fd = None
+    if stream is not None:
+        os.dup2(fds[4], 5, inheritable=False)
+        os.dup2(fds[5], 6, inheritable=False)
+        cmd_fd, in_fd = 5, 6
+    os.closerange(7 if stream is not None else 5, 1 << 16)  # the channel, the parent's socket, ...
+    framed = stream is not None
     require = set(cfg.get("require", []))
     timeout = float(msg["timeout"])
     threads = int(cfg["threads"])
@@ -406,22 +423,24 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
         osl.set_rlimit(resource.RLIMIT_CORE, 0)
         osl.set_rlimit(resource.RLIMIT_MEMLOCK, 0)
         osl.set_rlimit(resource.RLIMIT_MSGQUEUE, 0)
-        # a wall-clock backstop that holds even if the supervisor has gone away
-        signal.setitimer(signal.ITIMER_REAL, timeout + 5.0)
+        # a wall-clock backstop that holds even if the supervisor has gone away (streaming:
+        # per tensor, and while waiting for the next one; see _stream_steps)
+        signal.setitimer(signal.ITIMER_REAL, (float(stream["tensor_timeout"]) if framed else timeout) + 5.0)
+        steps = _stream_steps(stream, cmd_fd, in_fd, st_w, len(par.inputs.experts)) if framed else None
         torch.set_num_threads(threads)  # threads are created lazily, after seccomp, via clone()
         if layers.get("seccomp"):
             osl.install_seccomp(child=True, raw=filter_prog)
             applied["seccomp"] = True
         missing = [k for k in require if not applied.get(k)]
         if missing:
-            _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": f"required layers not active in the child: {missing}"})
+            _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": f"required layers not active in the child: {missing}"}, framed)
             return 0
     except Exception as e:
-        _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")})
+        _send_status(st_w, {"status": protocol.UNAVAILABLE, "reason": _cap(f"sandbox setup failed: {type(e).__name__}: {e}")}, framed)
         return 0
     t_setup = time.perf_counter()
     try:
-        status = run_candidate(msg, par, res_fd)
+        status = run_candidate(msg, par, res_fd, steps)
     except BaseException as e:  # e.g. MemoryError while building the report
         status = {"status": protocol.ERROR, "etype": type(e).__name__, "message": _cap(str(e), 500)}
     status["timings"] = {"setup_ms": (t_setup - t0) * 1e3, "run_ms": (time.perf_counter() - t_setup) * 1e3}
@@ -433,7 +452,7 @@ def child_main(par: Parent, chan: socket.socket, parent_pid: int, vmsize: int) -
     # close the output pipe first: when the report arrives the supervisor sees both EOFs at once
     os.dup2(0, 1)
     os.dup2(0, 2)
-    _send_status(st_w, status)
+    _send_status(st_w, status, framed)
     os.close(st_w)
     return 0
 
@@ -447,7 +466,61 @@ def _candidate_line(tb) -> int | None:
     return line
 
 
-def run_candidate(msg, par: Parent, res_fd: int) -> dict:
+class _StreamError(Exception):
+    """The supervisor's side of a stream broke (not the candidate's doing)."""
+
+
+def _stream_steps(stream: dict, cmd_fd: int, in_fd: int, st_w: int, n_experts: int):
+    """The tensors of a streaming candidate, as ``run_candidate`` consumes them: for each
+    command read from the supervisor, ``(name, base, task vectors, result offset)`` over this
+    child's private copy-on-write mapping of the inputs memfd. Before reading the next
+    command it tells the supervisor that the previous result is written. First of all it says
+    the module ran (``READY``); it ends at ``OP_END``."""
+    size = int(stream["inputs_bytes"])
+    tensor_limit = float(stream["tensor_timeout"]) + 5.0
+    idle = float(stream["idle"])
+    # MAP_PRIVATE: the candidate may write into its inputs (its own pages); MADV_DONTNEED
+    # before each tensor drops those pages so the next inputs show through
+    mm = mmap.mmap(in_fd, max(size, 1), flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+    os.close(in_fd)
+    buf = bytearray()
+    _send_status(st_w, {protocol.READY: True}, True)
+    done = None
+    while True:
+        if done is not None:
+            _send_status(st_w, {protocol.STEP: done}, True)
+        signal.setitimer(signal.ITIMER_REAL, idle)  # waiting costs no compute; a bound anyway
+        while True:
+            payload, ok = protocol.split_frame(buf)
+            if not ok:
+                raise _StreamError("oversized command frame")
+            if payload is not None:
+                break
+            chunk = os.read(cmd_fd, 1 << 16)
+            if not chunk:
+                raise _StreamError("the supervisor closed the command pipe")
+            buf += chunk
+        signal.setitimer(signal.ITIMER_REAL, tensor_limit)
+        cmd = json.loads(payload)
+        if cmd.get("op") == protocol.OP_END:
+            return
+        step, dt, shape = int(cmd[protocol.STEP]), TORCH_DTYPE[cmd["dtype"]], [int(x) for x in cmd["shape"]]
+        numel = math.prod(shape)
+        offs = [int(cmd["base"])] + [int(o) for o in cmd["tvs"]]
+        if len(offs) != n_experts + 1 or any(o < 0 or o + numel * dt.itemsize > size for o in offs):
+            raise _StreamError("tensor command outside the inputs buffer")
+        mm.madvise(mmap.MADV_DONTNEED)
+        ts = [torch.frombuffer(mm, dtype=dt, count=numel, offset=o).view(shape) if numel else torch.zeros(shape, dtype=dt)
+              for o in offs]
+        yield str(cmd["name"]), ts[0], ts[1:], int(cmd["result"])
+        del ts
+        done = step
+
+
+def run_candidate(msg, par: Parent, res_fd: int, steps=None) -> dict:
+    """Run the candidate's module, then ``merge_models`` once per tensor: every tensor of the
+    warm parent's inputs (``steps`` None), or each tensor a stream hands over (``steps``,
+    from :func:`_stream_steps`), writing each result into the result memfd."""
     inputs = par.inputs
     env, make_globals = par.factory  # built in the parent; this process has a private copy
     cap_mode = contextlib.nullcontext()
@@ -481,16 +554,18 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
         return {"status": protocol.REJECTED, "reason": _cap(f"policy violation{extra}: {v}" + (f" (+{n - 1} more)" if n > 1 else "")),
                 "violations": env.violations, "stdout": printed()}
 
-    offsets = inputs.result_offsets
+    if steps is None:
+        offsets = inputs.result_offsets
+        steps = ((name, inputs.base[name], [inputs.tv[e][name] for e in inputs.experts], int(offsets[i]))
+                 for i, name in enumerate(inputs.names))
     try:
         with cap_mode:
             exec(code_obj, glb)
         fn = glb.get("merge_models")
         if not callable(fn):
             return {"status": protocol.REJECTED, "reason": "merge_models is not a function after executing the module", "stdout": printed()}
-        for i, name in enumerate(inputs.names):
-            base = inputs.base[name]
-            tvs = {e: inputs.tv[e][name] for e in inputs.experts}
+        for name, base, tv_list, offset in steps:
+            tvs = dict(zip(inputs.experts, tv_list))
             with cap_mode:
                 r = fn(tvs, base, name)
             if env.violations:
@@ -498,7 +573,10 @@ def run_candidate(msg, par: Parent, res_fd: int) -> dict:
             reason = check_result(r, base, name)
             if reason:
                 return {"status": protocol.REJECTED, "reason": reason, "stdout": printed()}
-            write_tensor(res_fd, r, int(offsets[i]))
+            write_tensor(res_fd, r, offset)
+            del r, tvs, base, tv_list
+    except _StreamError as e:  # not the candidate's: the supervisor went away or broke
+        return {"status": protocol.ERROR, "etype": "StreamError", "message": _cap(str(e), 500), "stdout": printed()}
     except PolicyViolation as e:
         return violation_result(exc=e)
     except BaseException as e:  # the candidate's own exception, reported as data

@@ -151,3 +151,32 @@ def test_baseline_grid():
     for b in grid:  # executors may ship baselines to worker processes
         restored = pickle.loads(pickle.dumps(b.fn))
         torch.testing.assert_close(restored(TV, BASE, "w"), b.fn(TV, BASE, "w"))
+
+
+def test_kth_smallest_equals_kthvalue_on_big_tensors():
+    """The sampled bracket is exact: same value as kthvalue on continuous, tied (bf16-like),
+    sorted and adversarial inputs (a bracket that misses falls back to the full selection)."""
+    from selfdev.plugins.domains.baselines import _SELECT_DIRECT, kth_smallest
+
+    gen = torch.Generator().manual_seed(0)
+    n = _SELECT_DIRECT * 3 + 17
+    cases = {
+        "normal": torch.randn(n, generator=gen).abs(),
+        "bf16 ties": torch.randn(n, generator=gen).abs().bfloat16().float(),
+        "few values": torch.randint(0, 5, (n,), generator=gen).float(),
+        "sorted": torch.arange(n, dtype=torch.float32),
+        # the strided sample sees only the zeros: the bracket misses, the fallback answers
+        "strided trap": torch.where(torch.arange(n) % (n // (1 << 16)) == 0, 0.0,
+                                    torch.rand(n, generator=gen) + 1.0),
+    }
+    for label, v in cases.items():
+        for k in (1, n // 5, n // 2, n - n // 5, n):
+            assert torch.equal(kth_smallest(v, k), v.kthvalue(k).values), (label, k)
+
+
+def test_trim_top_k_on_a_big_tensor_keeps_exactly_the_top_entries():
+    x = torch.randn(700, 1000, generator=torch.Generator().manual_seed(4))
+    out = trim_top_k(x, 0.2)
+    assert int((out != 0).sum()) == 140_000
+    thr = x.abs().flatten().kthvalue(700_000 - 140_000).values
+    assert torch.equal(out, torch.where(x.abs() > thr, x, torch.zeros_like(x)))

@@ -130,11 +130,10 @@ def test_memory_and_stream_modes_give_the_same_merge(tmp_path, tiny_llama):
     mem = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()})
     stream = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()},
                       in_memory_mb=0, chunk_mb=0, out_shard_mb=0)
-    stream.chunk_bytes = 40_000  # several groups
     assert mem.prepare()["mode"] == "memory" and stream.prepare()["mode"] == "stream"
     a = mem.apply_function(task_arithmetic)
     b = stream.apply_function(task_arithmetic)
-    assert a.ok and b.ok and b.details["groups"] > 2
+    assert a.ok and b.ok and b.details["tensors"] > 2
     assert isinstance(b.model, LMModel) and not b.model.overrides
     merged = st(b.model.source)
     seed_t, e = st(seed), {k: st(v) for k, v in experts.items()}
@@ -183,15 +182,14 @@ def test_candidate_runs_in_the_sandbox_and_matches_the_trusted_baseline(tmp_path
     dom.close()
 
 
-def test_stream_mode_applies_candidates_group_by_group(tmp_path, tiny_llama):
+def test_stream_mode_applies_candidates_tensor_by_tensor(tmp_path, tiny_llama):
     seed, experts = tiny_llama()
     dom = LMDomain(ctx(tmp_path), seed_model=str(seed), experts={k: str(v) for k, v in experts.items()},
                    in_memory_mb=0)
     dom.prepare()
-    dom.chunk_bytes = 150_000  # a few groups -> a few sandboxes
     cand = dom.apply(AVERAGE, timeout=120, out_dir=tmp_path / "cand")
     assert cand.ok, cand.reason
-    assert cand.details["groups"] >= 2 and cand.model.source == tmp_path / "cand"
+    assert cand.details["tensors"] == len(dom.mergeable) >= 2 and cand.model.source == tmp_path / "cand"
     ref = dom.apply_function(average)
     a, b = st(tmp_path / "cand"), st(ref.model.source)
     assert all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)

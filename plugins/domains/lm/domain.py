@@ -13,10 +13,14 @@ Two modes, chosen from the size of the mergeable tensors (``in_memory_mb``):
   warm ``selfdev.Sandbox`` over all mergeable tensors is reused for every candidate, and the
   merged model is an in-memory :class:`~selfdev.plugins.domains.lm.model.LMModel` (the seed
   directory plus the merged tensors) that evaluators load without touching the disk;
-* **stream** (big models): tensors are read lazily with ``safe_open`` in groups of at most
-  ``chunk_mb`` (seed + task vectors, float32); each group goes through its own Sandbox and the
-  merged tensors are written straight into a new HF directory under the run's artifacts
-  (``lm-merged/<hash>``, the ``keep_merged`` newest are kept). Peak memory is about one group.
+* **stream** (big models): one warm ``selfdev.StreamSandbox`` per run and ONE jailed child per
+  candidate, whatever the model size: tensors are read one at a time with ``safe_open``
+  (memory-mapped), the float32 seed value and task vectors go straight into the child's sealed
+  input buffer, the merged task vector comes back validated, and ``(seed + it)`` in the seed's
+  dtype goes straight to its place in a new HF directory under the run's artifacts
+  (``lm-merged/<hash>``, the ``keep_merged`` newest are kept). Peak memory is a few tensors. The
+  candidate's clock counts its own compute only: ``tensor_timeout`` per tensor and a total of
+  the run's timeout + ``timeout_per_gparam`` per billion mergeable parameters (docs/lm-domain.md).
 
 Candidates run only in the sandbox; trusted baselines (``apply_function``) run in-process with
 the same per-tensor contract and the same streaming.
@@ -36,7 +40,7 @@ from selfdev import ConfigError, Domain, Field, MergeOutcome, SelfdevError, pars
 from selfdev import hookimpl
 from selfdev.plugins.domains.baselines import baseline_grid
 from selfdev.plugins.domains.lm.baselines import lm_baseline_grid
-from selfdev.plugins.domains.lm.io import (ModelDir, ShardWriter, check_same_architecture, chunk_names,
+from selfdev.plugins.domains.lm.io import (ModelDir, PlannedShardWriter, check_same_architecture,
                                           copy_model_files, mergeable_filter, torch_dtype)
 from selfdev.plugins.domains.lm.model import LMModel
 
@@ -111,8 +115,16 @@ class MergeOptions(Domain.Options):
     in_memory_mb: int = Field(1024, ge=0, description="mergeable tensors up to this size (MB, "
                                                       "float32, seed + experts) are held in memory; "
                                                       "larger models stream")
-    chunk_mb: int = Field(2048, ge=0, description="stream mode: MB of tensors per sandbox "
-                                                  "group (at least 1)")
+    chunk_mb: int = Field(2048, ge=0, description="unused (stream mode once grouped tensors "
+                                                  "per sandbox; it now feeds one child tensor by "
+                                                  "tensor); accepted so older configs still load")
+    tensor_timeout: float = Field(0.0, ge=0, description="stream mode: seconds one merge_models call "
+                                                         "(or the candidate's module start-up) may "
+                                                         "take; 0: the run's timeout")
+    timeout_per_gparam: float = Field(0.0, ge=0, description="seconds of candidate compute added to "
+                                                             "the run's timeout per billion mergeable "
+                                                             "parameters (the total budget)")
+    threads: int = Field(1, ge=1, description="CPU threads of a candidate's sandbox child")
     out_shard_mb: int = Field(2048, ge=0, description="stream mode: shard size (MB) of merged "
                                                       "model directories (at least 1)")
     keep_merged: int = Field(4, ge=0, description="stream mode: the newest merged model "
@@ -174,6 +186,8 @@ class LMDomain(Domain):
         self.base: dict[str, Any] = {}
         self.task_vectors: dict[str, dict[str, Any]] = {}
         self._sandbox = None
+        self._stream_sandbox = None
+        self._tied_skip: set[str] = set()
         self._merged_dirs: list[Path] = []
         self._tmp: tempfile.TemporaryDirectory | None = None
 
@@ -225,6 +239,7 @@ class LMDomain(Domain):
         if seed.tied_embeddings and "lm_head.weight" in seed.tensors and any(
                 n.endswith("embed_tokens.weight") for n in seed.tensors):
             tied_skip.add("lm_head.weight")  # tied to the embeddings: transformers re-ties on load
+        self._tied_skip = tied_skip
         self.mergeable = [n for n, info in seed.tensors.items()
                           if self._is_mergeable(n, info) and n not in tied_skip]
         if not self.mergeable:
@@ -333,8 +348,9 @@ class LMDomain(Domain):
         ``out_dir`` (optional) also writes the merged model there as a HF directory.
         """
         self.prepare()
+        budget = self.budget(timeout)
         if self.mode == "memory":
-            res = self.sandbox().run(code, timeout=timeout)
+            res = self.sandbox().run(code, timeout=budget)
             details = dict(res.details or {})
             if res.status != "ok":
                 return MergeOutcome(res.status, res.reason, stdout=res.stdout or "",
@@ -346,7 +362,18 @@ class LMDomain(Domain):
             return MergeOutcome("ok", res.reason, model=model, stdout=res.stdout or "",
                                 duration_ms=res.duration_ms + (time.perf_counter() - t0) * 1000,
                                 details=details)
-        return self._stream(_SandboxRunner(code, timeout), _short_hash("code", code), out_dir)
+        tensor_timeout = self.options.tensor_timeout or float(timeout)
+        session = self.stream_sandbox().session(code, tensor_timeout=tensor_timeout, total_timeout=budget)
+        try:  # one child for the whole model
+            return self._stream(_SandboxMerger(session), _short_hash("code", code), out_dir)
+        finally:
+            session.close()
+
+    def budget(self, timeout: float) -> float:
+        """A candidate's total compute budget: the run's ``timeout`` plus
+        ``timeout_per_gparam`` seconds per billion mergeable parameters (docs/lm-domain.md)."""
+        n = (self._prepared or {}).get("num_mergeable_params", 0)
+        return float(timeout) + self.options.timeout_per_gparam * n / 1e9
 
     def apply_function(self, fn: Callable[..., Any], out_dir: str | Path | None = None) -> MergeOutcome:
         """Apply a trusted in-process merge function (a baseline) with the candidate contract."""
@@ -362,7 +389,7 @@ class LMDomain(Domain):
                 model.save(out_dir, self.out_shard_bytes)
             return MergeOutcome("ok", model=model, duration_ms=(time.perf_counter() - t0) * 1000)
         tag = _short_hash("fn", repr(fn), time.time_ns())
-        return self._stream(_FunctionRunner(fn), tag, out_dir)
+        return self._stream(_FunctionMerger(fn), tag, out_dir)
 
     def _memory_handle(self, merged_tv: dict[str, Any], label: str):
 
@@ -380,6 +407,16 @@ class LMDomain(Domain):
                                     memory_mb=_sandbox_memory_mb(self.base, self.task_vectors))
         return self._sandbox
 
+    def stream_sandbox(self):
+        """The warm streaming sandbox (stream mode; started on first use): it holds no
+        tensors, and each candidate gets one child fed tensor by tensor."""
+        if self._stream_sandbox is None:
+            from selfdev import StreamSandbox
+
+            max_numel = max(self._seed.tensors[n].numel for n in self.mergeable)
+            self._stream_sandbox = StreamSandbox(list(self._experts), max_numel, threads=self.options.threads)
+        return self._stream_sandbox
+
     def _merged_root(self) -> Path:
         art = getattr(self.ctx, "artifacts", None)
         if art is None:
@@ -390,44 +427,60 @@ class LMDomain(Domain):
         root.mkdir(parents=True, exist_ok=True)
         return root
 
-    def _stream(self, runner, tag: str, out_dir: str | Path | None) -> MergeOutcome:
-        """Merge group by group, writing into ``out_dir`` (or a fresh dir under the artifacts)."""
+    def _stream(self, merger, tag: str, out_dir: str | Path | None) -> MergeOutcome:
+        """Merge tensor by tensor into ``out_dir`` (or a fresh dir under the artifacts).
+
+        One tensor at a time: the seed value and the experts' task vectors are read (memory
+        mapped) and converted to float32, handed to ``merger`` (the candidate's one sandbox
+        child, or a trusted function), and the merged tensor, cast back to the seed's dtype,
+        goes straight to its place in the output shards (``PlannedShardWriter``). Peak memory
+        is a few tensors, whatever the model size. The sandbox's clock runs only while the
+        child has a tensor: these reads and writes are not the candidate's time."""
         import torch
 
-
+        t0 = time.perf_counter()
+        details: dict[str, Any] = {"tensors": len(self.mergeable)}
+        early = merger.early()
+        if early is not None:  # screened out, or its module failed: nothing to read or write
+            return self._outcome(early, t0, details)
         seed, experts = self._seed, self._experts
         target = Path(out_dir) if out_dir is not None else self._merged_root() / tag
         work = target.with_name(target.name + ".partial")
         if work.exists():
             shutil.rmtree(work)
         copy_model_files(self.seed_dir, work)
-        writer = ShardWriter(work, self.out_shard_bytes)
-        groups = list(chunk_names((seed.tensors[n] for n in self.mergeable), self.chunk_bytes,
-                                  factor=1 + len(experts)))
-        task = self._progress(f"merging {len(self.mergeable)} tensors", len(groups))
-        t0 = time.perf_counter()
-        stdout, details = [], {"groups": len(groups)}
+        merged_set = set(self.mergeable)
+        # tied embeddings: the tied copy is not written (transformers and vLLM tie it on load)
+        rest = [n for n in seed.tensors if n not in merged_set and n not in self._tied_skip]
+        plan = [(n, torch_dtype(seed.tensors[n].dtype), seed.tensors[n].shape) for n in self.mergeable]
+        plan += [(n, None, seed.tensors[n].shape) for n in rest]
+        task = self._progress(f"merging {len(self.mergeable)} tensors", len(self.mergeable))
+        writer = None
         try:
-            for names in groups:
-                base = {n: seed.get(n).to(torch.float32) for n in names}
-                tvs = {e: {n: exp.get(n).to(torch.float32) - base[n] for n in names}
-                       for e, exp in experts.items()}
-                status, reason, merged, out = runner(base, tvs, names, t0)
-                if out:
-                    stdout.append(out)
-                if status != "ok":
-                    shutil.rmtree(work, ignore_errors=True)
-                    return MergeOutcome(status, reason, stdout="".join(stdout)[-4000:],
-                                        duration_ms=(time.perf_counter() - t0) * 1000, details=details)
-                for n in names:
-                    writer.add(n, (base[n] + merged[n].to(torch.float32)).to(torch_dtype(seed.tensors[n].dtype)))
-                del base, tvs, merged
+            plan = [(n, dt if dt is not None else _stored_dtype(seed, n), shape) for n, dt, shape in plan]
+            writer = PlannedShardWriter(work, plan, self.out_shard_bytes)
+            for n in self.mergeable:
+                base = seed.get(n).to(torch.float32)
+                merged = merger.merge(n, base, experts)
+                if merged is None:
+                    break
+                writer.write(n, (base + merged).to(torch_dtype(seed.tensors[n].dtype)))
+                del base, merged
                 task.advance()
-            merged_set = set(self.mergeable)
-            for n in seed.tensors:
-                if n not in merged_set:
-                    writer.add(n, seed.get(n))
+            res = merger.finish()
+            if res.status != "ok":
+                writer.abort()
+                shutil.rmtree(work, ignore_errors=True)
+                return self._outcome(res, t0, details)
+            for n in rest:
+                writer.write(n, seed.get(n))
             writer.close()
+        except BaseException:
+            merger.close()
+            if writer is not None:
+                writer.abort()
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         finally:
             task.close()
         if target.exists():
@@ -441,11 +494,21 @@ class LMDomain(Domain):
         # the directory equals the seed but for the mergeable tensors: a warm engine copies
         # just those into the model it keeps (plugins/domains/lm/engine.py)
         model = LMModel(target, label=tag, base=self.seed_dir, changed=tuple(self.mergeable))
-        return MergeOutcome("ok", model=model, stdout="".join(stdout)[-4000:],
+        return self._outcome(res, t0, details, model)
+
+    @staticmethod
+    def _outcome(res, t0: float, details: dict, model=None) -> MergeOutcome:
+        """A MergeOutcome from a merger's verdict (``duration_ms``: wall time, I/O included;
+        the candidate's own compute is ``details["compute_ms"]`` for sandboxed ones)."""
+        details = {**details, **(res.details or {})}
+        return MergeOutcome(res.status, res.reason, model=model, stdout=(res.stdout or "")[-4000:],
                             duration_ms=(time.perf_counter() - t0) * 1000, details=details)
 
     def close(self) -> None:
         sb, self._sandbox = self._sandbox, None
+        if sb is not None:
+            sb.close()
+        sb, self._stream_sandbox = self._stream_sandbox, None
         if sb is not None:
             sb.close()
         if self._seed is not None:
@@ -476,7 +539,12 @@ def check_result(name: str, value: Any, base) -> str | None:
         return f"merge_models returned shape {tuple(value.shape)} for {name!r}, expected {tuple(base.shape)}"
     if value.dtype != base.dtype:
         return f"merge_models returned dtype {value.dtype} for {name!r}, expected {base.dtype}"
-    if not bool(torch.isfinite(value).all()):
+    if value.is_floating_point() and value.numel():
+        lo, hi = torch.aminmax(value)  # one pass; NaN and inf show in the extremes
+        finite = bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))
+    else:
+        finite = bool(torch.isfinite(value).all())
+    if not finite:
         return f"merge_models returned non-finite values for {name!r}"
     return None
 
@@ -503,35 +571,78 @@ def _sandbox_memory_mb(base: dict, tvs: dict) -> int:
     return max(4096, int(nbytes * 3 / 2**20) + 2048)
 
 
-class _FunctionRunner:
+def _stored_dtype(seed: ModelDir, name: str):
+    """The torch dtype ``seed.get(name)`` returns (what a copied tensor is written as)."""
+    import torch
+
+    st = seed.tensors[name].dtype
+    names = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+             "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+             "U8": torch.uint8, "BOOL": torch.bool}
+    if st in names:
+        return names[st]
+    return seed.get(name).dtype  # rare dtypes (float8...): ask the reader once
+
+
+class _Verdict:
+    """A merger's verdict, shaped like a SandboxResult (status, reason, stdout, details)."""
+
+    def __init__(self, status: str, reason: str | None = None, stdout: str = "", details: dict | None = None):
+        self.status, self.reason, self.stdout, self.details = status, reason, stdout, details or {}
+
+
+class _FunctionMerger:
+    """A trusted in-process function (a baseline), with the candidate contract per tensor."""
+
     def __init__(self, fn) -> None:
         self.fn = fn
+        self.failure: _Verdict | None = None
 
-    def __call__(self, base, tvs, names, t0):
+    def early(self):
+        return None
+
+    def merge(self, name: str, base, experts: dict):
+        import torch
+
+        tvs = {e: exp.get(name).to(torch.float32) - base for e, exp in experts.items()}
         try:
-            return "ok", None, _run_function(self.fn, base, tvs, names), ""
+            return _run_function(self.fn, {name: base}, {e: {name: t} for e, t in tvs.items()}, [name])[name]
         except _MergeFailure as exc:
-            return exc.status, str(exc), None, ""
+            self.failure = _Verdict(exc.status, str(exc))
+            return None
+
+    def finish(self):
+        return self.failure or _Verdict("ok")
+
+    def close(self) -> None:
+        pass
 
 
-class _SandboxRunner:
-    """One Sandbox per group; ``timeout`` bounds the whole candidate (all groups)."""
+class _SandboxMerger:
+    """A candidate in its one sandbox child (``StreamSandbox.session``): the task vectors are
+    computed straight into the child's shared input buffers, the merged tensor comes back
+    validated (shape, dtype, finite) or the session ends with the verdict."""
 
-    def __init__(self, code: str, timeout: float) -> None:
-        self.code = code
-        self.timeout = float(timeout)
+    def __init__(self, session) -> None:
+        self.session = session
 
-    def __call__(self, base, tvs, names, t0):
-        from selfdev import Sandbox
+    def early(self):
+        return self.session.result  # set when screening or the module's start-up failed
 
-        left = self.timeout - (time.perf_counter() - t0)
-        if left <= 0:
-            return "timeout", f"candidate exceeded {self.timeout:g} s over all tensor groups", None, ""
-        with Sandbox(base, tvs, names=list(names), memory_mb=_sandbox_memory_mb(base, tvs)) as sb:
-            res = sb.run(self.code, timeout=left)
-        if res.status != "ok":
-            return res.status, res.reason, None, res.stdout or ""
-        return "ok", res.reason, dict(res.tensors), res.stdout or ""
+    def merge(self, name: str, base, experts: dict):
+        import torch
+
+        b, tvs = self.session.buffers(base.shape)
+        b.copy_(base)
+        for view, exp in zip(tvs, experts.values()):
+            torch.sub(exp.get(name).to(torch.float32), base, out=view)
+        return self.session.merge(name)
+
+    def finish(self):
+        return self.session.finish()
+
+    def close(self) -> None:
+        self.session.close()
 
 
 @hookimpl

@@ -18,6 +18,14 @@ actor's life, so candidates never pay an engine start.
   each update (cached KV blocks were computed with the old weights). **This path has never
   run**: vLLM is not installed where this was written and no GPU was available.
 
+Both give the device back between evaluation phases (``engine/device.py``: generation and DPO
+take the GPU in turn): :meth:`HFEngine.offload` moves the model to CPU memory and
+:meth:`HFEngine.restore` brings it back; :meth:`VLLMEngine.sleep` puts vLLM in sleep mode
+(level 1: weights to CPU memory; level 2: weights dropped, and :meth:`VLLMEngine.wake` reloads
+the seed's weights from disk before the next candidate's are loaded in place, as an RL trainer
+reloads its policy into a sleeping vLLM) and :meth:`VLLMEngine.wake` wakes it. The in-place
+state survives: a candidate's weights are never lost to a sleep.
+
 ``torch``, ``transformers`` and ``vllm`` are imported inside methods only.
 """
 from __future__ import annotations
@@ -28,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from selfdev import SelfdevError
+from selfdev import SelfdevError, free_device_memory
 from selfdev.plugins.domains.lm.model import (LMModel, build_model, copy_in_place,
                                              load_tokenizer)
 from selfdev.plugins.domains.lm.io import ModelDir
@@ -49,12 +57,33 @@ class HFEngine:
         self.current: LMModel | None = None
         self.builds = 0
         self.in_place = 0
+        self.offloaded = False
         self._lock = threading.Lock()
+
+    def offload(self) -> None:
+        """Move the model to CPU memory and free the accelerator (no-op on a CPU engine)."""
+        with self._lock:
+            if self.model is None or self.offloaded or str(self.device) == "cpu":
+                return
+            self.model.to("cpu")
+            self.offloaded = True
+        _free_cuda()
+
+    def restore(self) -> None:
+        """Move an offloaded model back to the engine's device."""
+        with self._lock:
+            self._restore()
+
+    def _restore(self) -> None:
+        if self.model is not None and self.offloaded:
+            self.model.to(self.device)
+            self.offloaded = False
 
     def load(self, handle: LMModel):
         """``(model, tokenizer)`` equal to ``handle``. The model is the engine's: the next
         ``load`` changes it, so finish with one handle before loading the next."""
         with self._lock:
+            self._restore()
             base = handle.base_dir.resolve()
             if self.model is None or base != self.base:
                 self.close()
@@ -72,6 +101,7 @@ class HFEngine:
         if self.model is None:
             return
         self.model, self.base, self.current, self.touched = None, None, None, set()
+        self.offloaded = False
         _free_cuda()
 
 
@@ -85,16 +115,7 @@ def fresh_load(handle: LMModel, device: str = "cpu", dtype: Any = None):
 
 
 def _free_cuda() -> None:
-    try:
-        import gc
-
-        import torch
-
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # noqa: BLE001 - freeing memory is best effort
-        pass
+    free_device_memory()  # gc, then torch.cuda.empty_cache() where torch is loaded
 
 
 # ----------------------------------------------------------------------------------- vLLM
@@ -133,8 +154,12 @@ class VLLMEngine:
     #: at most this many bytes of in-memory tensors per temporary safetensors file
     CHUNK_BYTES = 1 << 30
 
-    def __init__(self, gpu_memory_utilization: float = 0.85, dtype: str = "auto") -> None:
+    def __init__(self, gpu_memory_utilization: float = 0.85, dtype: str = "auto",
+                 sleep_level: int | None = 1, max_model_len: int | None = None) -> None:
         self.gmu, self.dtype = gpu_memory_utilization, dtype
+        self.sleep_level, self.max_model_len = sleep_level, max_model_len
+        self.can_sleep = False
+        self.asleep = False
         self.llm: Any = None
         self.base: Path | None = None
         self.touched: set[str] = set()
@@ -142,18 +167,39 @@ class VLLMEngine:
         self.rpc = False
         self.builds = 0
         self.in_place = 0
+        self._layouts: dict[str, dict[str, Any]] = {}
+
+    def _layout(self, model_dir: Path) -> dict[str, Any]:
+        """Tensor name -> (shape, dtype) of a model directory (headers only, cached)."""
+        key = str(model_dir)
+        if key not in self._layouts:
+            d = ModelDir.open(model_dir, "model")
+            try:
+                self._layouts[key] = {n: (i.shape, i.dtype) for n, i in d.tensors.items()}
+            finally:
+                d.close()
+        return self._layouts[key]
 
     def _build(self, base: Path) -> None:
         from vllm import LLM  # lazy: optional extra
 
-        kwargs = dict(model=str(base), dtype=self.dtype, gpu_memory_utilization=self.gmu, seed=0)
+        kwargs: dict[str, Any] = dict(model=str(base), dtype=self.dtype,
+                                      gpu_memory_utilization=self.gmu, seed=0)
+        if self.max_model_len:
+            kwargs["max_model_len"] = self.max_model_len
         ext = f"{VLLMWorkerExtension.__module__}.{VLLMWorkerExtension.__qualname__}"
-        try:
-            self.llm = LLM(worker_extension_cls=ext, **kwargs)
-            self.rpc = hasattr(self.llm, "collective_rpc")
-        except TypeError:  # a vLLM without worker extensions: the in-process driver worker
-            self.llm = LLM(**kwargs)
-            self.rpc = False
+        sleep = {"enable_sleep_mode": True} if self.sleep_level else {}
+        # newest first: worker extension + sleep mode, then without the newer arguments
+        for extra, rpc in (({"worker_extension_cls": ext, **sleep}, True),
+                           ({"worker_extension_cls": ext}, True), (sleep, False), ({}, False)):
+            try:
+                self.llm = LLM(**kwargs, **extra)
+            except TypeError:
+                continue
+            self.rpc = rpc and hasattr(self.llm, "collective_rpc")
+            self.can_sleep = "enable_sleep_mode" in extra
+            break
+        self.asleep = False
         self.base, self.touched, self.current = base, set(), None
         self.builds += 1
 
@@ -170,16 +216,29 @@ class VLLMEngine:
         load_file_into(model, path, names)
 
     def _push(self, handle: LMModel) -> None:
-        """Load the handle's changed tensors and restore the ones the last handle changed."""
+        """Load the handle's changed tensors and restore the ones the last handle changed.
+
+        A handle on another checkpoint of the same layout (an expert, scored as a baseline) is
+        loaded whole, in place: reading its weights costs far less than an engine start."""
         names = handle.changed_names()
-        restore = sorted(self.touched - names)
-        if restore:
-            self._load_by_file(handle.base_dir, restore)
-        if handle.base is not None:  # a merged directory: its shards are read where they are
-            self._load_by_file(handle.source, sorted(names))
-        elif names:
-            self._load_tensors(handle.changed_tensors())
-        self.touched = names
+        src = handle.base_dir.resolve()
+        if src != self.base:
+            every = sorted(self._layout(src))
+            self._load_by_file(src, every)
+            if handle.base is not None:
+                self._load_by_file(handle.source, sorted(names))
+            elif names:
+                self._load_tensors(handle.changed_tensors())
+            self.touched = set(every)
+        else:
+            restore = sorted(self.touched - names)
+            if restore:
+                self._load_by_file(handle.base_dir, restore)
+            if handle.base is not None:  # a merged directory: its shards are read where they are
+                self._load_by_file(handle.source, sorted(names))
+            elif names:
+                self._load_tensors(handle.changed_tensors())
+            self.touched = names
         reset = getattr(self.llm, "reset_prefix_cache", None)
         if callable(reset):
             reset()  # cached KV blocks belong to the old weights
@@ -217,9 +276,10 @@ class VLLMEngine:
         from vllm import SamplingParams
 
         base = handle.base_dir.resolve()
-        if self.llm is None or base != self.base:
+        if self.llm is None or (base != self.base and self._layout(base) != self._layout(self.base)):
             self.close()
             self._build(base)
+        self.wake()
         if handle is not self.current:
             self._push(handle)
             self.current = handle
@@ -228,7 +288,54 @@ class VLLMEngine:
         res = self.llm.generate(prompts, params, use_tqdm=False)
         return [r.outputs[0].text for r in res]
 
+    def sleep(self) -> None:
+        """Give the GPU back: vLLM's sleep mode at ``sleep_level``, or (a vLLM without it, or
+        ``sleep_level`` None) an engine shutdown; the next ``generate`` starts it again."""
+        if self.llm is None or self.asleep:
+            return
+        if not self.can_sleep:
+            self.close()
+            return
+        self.llm.sleep(level=self.sleep_level)
+        self.asleep = True
+        _free_cuda()
+
+    def wake(self) -> None:
+        """Wake a sleeping engine. After level 2 its weights are gone: the seed's are loaded
+        again from disk (the weights alone awake first, so the KV cache is not allocated
+        beside a second copy), and the next handle is loaded in place as after a build."""
+        if self.llm is None or not self.asleep:
+            return
+        if self.sleep_level == 2:
+            try:
+                self.llm.wake_up(tags=["weights"])
+                staged = True
+            except TypeError:  # a vLLM that wakes everything at once
+                self.llm.wake_up()
+                staged = False
+            d = ModelDir.open(self.base, "model")
+            try:
+                names = sorted(d.tensors)
+            finally:
+                d.close()
+            self._load_by_file(self.base, names)
+            self.touched, self.current = set(), None
+            if staged:
+                self.llm.wake_up(tags=["kv_cache"])
+        else:
+            self.llm.wake_up()
+        self.asleep = False
+        reset = getattr(self.llm, "reset_prefix_cache", None)
+        if callable(reset):
+            reset()
+
     def close(self) -> None:
         if self.llm is not None:
-            self.llm, self.base, self.current, self.touched = None, None, None, set()
+            llm, self.llm, self.base, self.current, self.touched = self.llm, None, None, None, set()
+            self.asleep = False
+            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+            stop = getattr(core, "shutdown", None)
+            if callable(stop):  # vLLM V1: the engine core is a process of its own
+                stop()
+            del llm
             _free_cuda()

@@ -9,6 +9,8 @@ Trusted helpers used by the ``lm`` and ``toymath`` domains and by ``selfdev appl
   differing tensor;
 * :class:`ShardWriter` writes tensors incrementally into ``model-0000i-of-0000n.safetensors``
   shards (plus the index) so a merged 7B model never has to sit in memory;
+  :class:`PlannedShardWriter` does the same with the layout fixed up front, writing each
+  tensor straight to its place (memory: one tensor, not one shard);
 * :func:`copy_model_files` copies config, generation config and tokenizer files.
 
 Heavy imports (torch, safetensors) happen inside functions: importing this module is cheap.
@@ -259,6 +261,131 @@ class ShardWriter:
         index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
         (self.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
         return self.out
+
+
+def _st_names() -> dict:
+    """torch dtype -> safetensors dtype string (the ones this torch build has)."""
+    import torch
+
+    names = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16", "int64": "I64",
+             "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+             "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2", "uint16": "U16", "uint32": "U32",
+             "uint64": "U64"}
+    return {getattr(torch, k): v for k, v in names.items() if hasattr(torch, k)}
+
+
+class PlannedShardWriter:
+    """Safetensors shards whose layout is fixed before any tensor arrives.
+
+    Why: ``ShardWriter`` holds a whole shard (2 GB by default) in memory before saving it. When
+    every name, dtype and shape is known up front (a merge of a seed: the seed's index says
+    them all), each shard's header can be written first and each tensor's bytes go straight to
+    their place in the file as they come, in any order: memory holds the one tensor being
+    written. ``plan``: ``(name, torch dtype, shape)`` in file order. ``close()`` checks that
+    every planned tensor was written, then names the files as ``save_pretrained`` does
+    (``model.safetensors``, or ``model-0000i-of-0000n.safetensors`` and the index).
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, plan: list[tuple[str, Any, tuple[int, ...]]],
+                 max_shard_bytes: int = 2 * 1024**3) -> None:
+        st = _st_names()
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        for old in list(self.out.glob("*.safetensors")) + [self.out / INDEX_FILE]:
+            if old.exists():
+                old.unlink()
+        shards: list[list[tuple[str, str, list[int], int]]] = [[]]
+        size = 0
+        for name, dtype, shape in plan:
+            if dtype not in st:
+                raise SelfdevError(f"tensor {name!r}: dtype {dtype} has no safetensors name")
+            n = 1
+            for d in shape:
+                n *= int(d)
+            nbytes = n * dtype.itemsize
+            if shards[-1] and size + nbytes > max_shard_bytes:
+                shards.append([])
+                size = 0
+            shards[-1].append((name, st[dtype], [int(d) for d in shape], nbytes))
+            size += nbytes
+        self._st = st
+        self._where: dict[str, tuple[int, int, int, str, tuple[int, ...]]] = {}
+        self._files: list[tuple[str, int, list[str]]] = []
+        self.total_bytes = 0
+        try:
+            for i, shard in enumerate(shards):
+                if not shard:
+                    continue
+                header: dict[str, Any] = {"__metadata__": {"format": "pt"}}
+                off = 0
+                for name, sd, shape, nbytes in shard:
+                    header[name] = {"dtype": sd, "shape": shape, "data_offsets": [off, off + nbytes]}
+                    off += nbytes
+                data = json.dumps(header, separators=(",", ":")).encode()
+                data += b" " * (-len(data) % 8)
+                tmp = f"shard-{i:05d}.tmp.safetensors"
+                fd = os.open(self.out / tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+                self._files.append((tmp, fd, [x[0] for x in shard]))
+                os.pwrite(fd, len(data).to_bytes(8, "little") + data, 0)
+                os.ftruncate(fd, 8 + len(data) + off)
+                start = 8 + len(data)
+                for name, sd, shape, nbytes in shard:
+                    self._where[name] = (fd, start + header[name]["data_offsets"][0], nbytes, sd, tuple(shape))
+                self.total_bytes += off
+        except BaseException:
+            self.abort()
+            raise
+        self._written: set[str] = set()
+
+    def write(self, name: str, tensor) -> None:
+        """Put ``tensor`` (the planned dtype and shape) in its place."""
+        import torch
+
+        where = self._where.get(name)
+        if where is None:
+            raise SelfdevError(f"tensor {name!r} is not in the planned shards")
+        fd, off, nbytes, sd, shape = where
+        t = tensor.detach().contiguous()
+        if self._st.get(t.dtype) != sd or tuple(t.shape) != shape:
+            raise SelfdevError(f"tensor {name!r} is {t.dtype} {list(t.shape)}; planned {sd} {list(shape)}")
+        if nbytes:
+            view = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+            done = 0
+            while done < nbytes:
+                done += os.pwrite(fd, view[done:], off + done)
+        self._written.add(name)
+
+    def close(self) -> Path:
+        missing = [n for n in self._where if n not in self._written]
+        if missing:
+            self.abort()
+            raise SelfdevError(f"{len(missing)} planned tensor(s) were never written, e.g. {missing[0]!r}")
+        if not self._files:
+            raise SelfdevError("no tensors were written")
+        n = len(self._files)
+        for _, fd, _ in self._files:
+            os.close(fd)
+        if n == 1:
+            os.replace(self.out / self._files[0][0], self.out / SINGLE_FILE)
+        else:
+            weight_map = {}
+            for i, (tmp, _, names) in enumerate(self._files, 1):
+                final = f"model-{i:05d}-of-{n:05d}.safetensors"
+                os.replace(self.out / tmp, self.out / final)
+                weight_map.update({k: final for k in names})
+            index = {"metadata": {"total_size": self.total_bytes}, "weight_map": dict(sorted(weight_map.items()))}
+            (self.out / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+        self._files = []
+        return self.out
+
+    def abort(self) -> None:
+        """Close the files (the caller removes the directory)."""
+        for _, fd, _ in self._files:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._files = []
 
 
 def copy_model_files(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:

@@ -38,34 +38,40 @@ def kth_smallest(values, k):
     return values.kthvalue(k).values
 
 
-def trim(tau, density):
-    """Keep the int(density * numel) largest-magnitude entries (those above the threshold)."""
+def trim(tau, density, scratch=None):
+    """A new tensor: tau with all but its int(density * numel) largest-magnitude entries
+    (those above the threshold) zeroed, by hardshrink (|tau| <= threshold -> 0) in one fused
+    pass. ``scratch`` (a float tensor of tau's shape, overwritten) holds |tau| for the
+    threshold: fresh memory costs page faults, often more than the arithmetic."""
     if density >= 1:
-        return tau.clone()  # merge_models works in place: never on the (read-only) input
+        return tau.clone()
     n = tau.numel()
     keep = int(density * n)
     if keep <= 0:
         return torch.zeros_like(tau)
-    mag = tau.abs()
+    mag = tau.abs() if scratch is None else scratch.copy_(tau).abs_()
     threshold = kth_smallest(mag.reshape(-1), n - keep)
-    return tau.masked_fill(mag <= threshold, 0.0)
+    return tau.hardshrink(threshold.item())
 
 
 def merge_models(task_vectors, base, name):
     """Trim each task vector, elect the sign of the summed mass (0 counts as +), average the
     entries that agree with it (0 where none does), times lambda. With s = +-1 the elected
     sign an entry agrees iff s * tau > 0, so the agreeing sum is s * sum(relu(s * tau)) and
-    the count sum(sign(relu(s * tau))): in-place float ops, no [N, ...] stack."""
-    trimmed = [trim(tau.to(torch.float32), DENSITY) for tau in task_vectors.values()]
-    if not trimmed:
+    the count sum(sign(relu(s * tau))): in-place float ops, no [N, ...] stack; the elected
+    sign is computed into the scratch tensor, so besides the trimmed task vectors only the
+    count is a fresh allocation."""
+    if not task_vectors:
         return torch.zeros_like(base)
-    total = trimmed[0].clone()
+    scratch = torch.empty(base.shape, dtype=torch.float32)
+    trimmed = [trim(tau.to(torch.float32), DENSITY, scratch) for tau in task_vectors.values()]
+    s = scratch.copy_(trimmed[0])
     for t in trimmed[1:]:
-        total.add_(t)
-    s = torch.where(total >= 0, 1.0, -1.0)
-    num = torch.zeros_like(s)
-    count = torch.zeros_like(s)
-    for t in trimmed:
+        s.add_(t)
+    s.sign_().add_(0.5).sign_()  # the elected sign: -1, 0, 1 -> -1, +1, +1
+    num = trimmed[0].mul_(s).clamp_(min=0)
+    count = num.sign()
+    for t in trimmed[1:]:
         agreeing = t.mul_(s).clamp_(min=0)
         num.add_(agreeing)
         count.add_(agreeing.sign_())

@@ -37,9 +37,11 @@ components refuse by themselves there.
 The estimate counts what the brief of a phase fixes before any data is seen: parameters ×
 dtype bytes, the KV cache vLLM must hold (one full context), LoRA parameters, gradients and
 Adam states, and the reference model. It does not count activations (they depend on the
-lengths of the sequences) nor CUDA graphs and allocator slack: it is a lower bound. A run it
+lengths of the sequences) nor CUDA contexts, CUDA graphs and allocator slack (a sleeping vLLM
+engine still keeps its context and graphs, about a GiB or two): it is a lower bound. A run it
 refuses cannot fit; a run it accepts can still run out of memory in training activations
-(lower ``batch_size`` with ``grad_accum``, or ``max_length``).
+(lower ``batch_size`` with ``grad_accum``, or ``max_length``) or, with two vLLM engines at
+``gpu_memory_utilization`` 0.9 and more, at the second engine's start.
 
 ``torch`` is imported only when a component reports a need and no size was given.
 """

@@ -50,6 +50,19 @@ def _stack(task_vectors: dict[str, "Tensor"], base: "Tensor") -> "Tensor":
     return torch.stack(xs)
 
 
+def _floats(task_vectors: dict[str, "Tensor"], base: "Tensor") -> list["Tensor"]:
+    """The task vectors in float32 (not copied when they already are: never write to them),
+    checked against ``base``'s shape like ``_stack``."""
+    import torch
+
+    xs = [tv.to(torch.float32) for tv in task_vectors.values()]
+    for expert, x in zip(task_vectors, xs):
+        if x.shape != base.shape:
+            raise ValueError(f"task vector of {expert!r} has shape {tuple(x.shape)}, "
+                             f"base has {tuple(base.shape)}")
+    return xs
+
+
 def _out(x: "Tensor", base: "Tensor") -> "Tensor":
     return x.reshape(base.shape).to(base.dtype)
 
@@ -122,18 +135,30 @@ def trim_top_k(d: "Tensor", density: float) -> "Tensor":
     this function, trims per tensor, keeps exactly ``keep`` (choosing among tied magnitudes in
     argsort's order) and keeps one entry when ``keep`` rounds to 0, where this returns zeros.
     Without ties the two agree entry for entry (tests/plugins/test_mergekit_equality.py).
+    ``d`` is left as it is; the result is a new tensor (``d`` itself when density >= 1).
     """
+    if density >= 1:
+        return d
+    return _trim(d, density)
+
+
+def _trim(d: "Tensor", density: float, scratch: "Tensor | None" = None) -> "Tensor":
+    """``trim_top_k`` into a new tensor (also when density >= 1), by ``hardshrink`` (entries
+    with |d| <= threshold become 0, one fused pass; ``masked_fill`` with a boolean mask is
+    several times slower). ``scratch``, a float32 tensor of ``d``'s shape that is overwritten,
+    holds |d| for the threshold: fresh memory costs page faults, often more than the
+    arithmetic on it."""
     import torch
 
     if density >= 1:
-        return d
+        return d.clone()
     n = d.numel()
     keep = int(density * n)
     if keep <= 0:
         return torch.zeros_like(d)
-    mag = d.abs()
+    mag = d.abs() if scratch is None else scratch.copy_(d).abs_()
     thr = kth_smallest(mag.reshape(-1), n - keep)
-    return d.masked_fill(mag <= thr, 0.0)
+    return d.hardshrink(thr.item())
 
 
 def _elect(D: "Tensor") -> "Tensor":
@@ -162,23 +187,26 @@ def ties(task_vectors: dict[str, "Tensor"], base: "Tensor", name: str, *,
 
     Computed without an [N, ...] stack: with s = ±1 the elected sign, an entry agrees iff
     s·τ̂_i > 0, so Σ agreeing τ̂_i = s · Σ_i relu(s·τ̂_i) and the count is Σ_i sign(relu(s·τ̂_i)).
-    In-place float ops only: boolean masks multiplied into floats and summed booleans are
-    several times slower on CPU (this is the hot loop of every TIES merge).
+    In-place float ops; besides the N trimmed task vectors, one scratch tensor (|τ_i|, then
+    the elected sign) and the count are the only tensor-sized allocations: boolean masks
+    multiplied into floats, summed booleans and fresh memory (page faults) each cost more than
+    the arithmetic (this is the hot loop of every TIES merge; ``bench/TIES.py`` is the same
+    code as a candidate, bit for bit).
     """
     import torch
 
-    D = _stack(task_vectors, base)
-    if D.shape[0] == 0:
-        return _out(D.sum(0), base)
-    trimmed = [trim_top_k(x, density) for x in D]
-    del D
-    total = trimmed[0].clone()
+    xs = _floats(task_vectors, base)
+    if not xs:
+        return torch.zeros_like(base)
+    scratch = torch.empty(base.shape, dtype=torch.float32)
+    trimmed = [_trim(x, density, scratch) for x in xs]
+    s = scratch.copy_(trimmed[0])
     for t in trimmed[1:]:
-        total.add_(t)
-    s = torch.where(total >= 0, 1.0, -1.0)
-    del total
-    num, count = torch.zeros_like(s), torch.zeros_like(s)
-    for t in trimmed:
+        s.add_(t)
+    s.sign_().add_(0.5).sign_()  # the elected sign: -1, 0, 1 -> -1, +1, +1
+    num = trimmed[0].mul_(s).clamp_(min=0)
+    count = num.sign()
+    for t in trimmed[1:]:
         agreeing = t.mul_(s).clamp_(min=0)
         num.add_(agreeing)
         count.add_(agreeing.sign_())

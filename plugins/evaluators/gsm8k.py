@@ -39,7 +39,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterable, Literal, Optional
 
-from selfdev import ConfigError, DeviceNeed, Evaluator, Field, dtype_bytes, model_shape
+from selfdev import ConfigError, DeviceNeed, Evaluator, Field, dtype_bytes
 from selfdev import hookimpl
 
 # --------------------------------------------------------------------------- extraction

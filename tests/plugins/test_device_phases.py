@@ -15,7 +15,6 @@ import shutil
 import sys
 import types
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 

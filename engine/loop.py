@@ -166,8 +166,10 @@ def preflight(cfg: RunConfig, classes: dict[str, type]) -> None:
     generated and scored, and fail the same way on every ``resume``; then each component
     class's optional ``preflight(options)`` classmethod, which checks what it can without
     being built (model directories that do not open, data files that do not exist), and its
-    optional ``preflight_run(options, classes)``, which also sees the classes of the run's
-    other components (kind -> class: a generator that writes programs for some domains only); last,
+    optional ``preflight_run(options, classes, run_options)``, which also sees the classes of
+    the run's other components and their validated options (kind -> class, kind -> options: a
+    generator that writes programs for some domains only, an evaluator whose data a domain may
+    supply); last,
     each phase's accelerator memory against the device (``engine/device.py``: a phase that
     cannot fit is named with its numbers). A problem raises ``ConfigError`` (one line, exit 2)
     and the log stays empty.
@@ -187,12 +189,14 @@ def preflight(cfg: RunConfig, classes: dict[str, type]) -> None:
             continue
         section = getattr(cfg, kind)
         validated[kind] = validate_options(kind, cls.name, declared_options(cls), section.options)
+    for kind, options in validated.items():
+        cls = classes[kind]
         check = getattr(cls, "preflight", None)
         if check is not None:
-            check(validated[kind])
+            check(options)
         run_check = getattr(cls, "preflight_run", None)  # checks that need the other components
         if run_check is not None:
-            run_check(validated[kind], dict(classes))
+            run_check(options, dict(classes), dict(validated))
     # one accelerator, three phases: refuse a phase that cannot fit the device
     from selfdev.engine.device import preflight_device
 

@@ -380,6 +380,27 @@ class GSM8kEvaluator(Evaluator):
                                   "GSM8k-format jsonl")
 
     @classmethod
+    def preflight_run(cls, options: Any, classes: dict[str, type],
+                      run_options: dict[str, Any]) -> None:
+        """With no ``test_file``, the data must come from the domain (its class's
+        ``supplies_eval_data(options)`` says whether it will) or from ``$SELFDEV_GSM8K_DIR`` /
+        the shared GSM8k folder: else refuse before ``run.started`` rather than after the
+        domain is prepared and the first model is scored."""
+        if options.test_file:
+            return
+        domain = classes.get("domain")
+        supplies = getattr(domain, "supplies_eval_data", None)
+        if supplies is not None and supplies(run_options.get("domain")):
+            return
+        found = default_gsm8k_dir()
+        if found is None or not (found / "test.jsonl").is_file():
+            where = f" ({found / 'test.jsonl'} is not a file)" if found is not None else ""
+            raise ConfigError(
+                f"config: evaluator 'gsm8k' has no data{where}: set [evaluator] test_file (a "
+                f"GSM8k jsonl){', or [domain] eval_data' if supplies is not None else ''}, or "
+                f"SELFDEV_GSM8K_DIR to a folder with test.jsonl")
+
+    @classmethod
     def device_memory(cls, options: Any, plan: Any) -> DeviceNeed | None:
         """The evaluated model's weights + KV cache: vLLM's one full context (reserved as
         ``gpu_memory_utilization``), or the hf backend's ``batch_size`` rows of

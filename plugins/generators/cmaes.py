@@ -255,7 +255,8 @@ class CMAESGenerator(Generator):
             return value
 
     @classmethod
-    def preflight_run(cls, options: Any, classes: dict[str, type]) -> None:
+    def preflight_run(cls, options: Any, classes: dict[str, type],
+                      run_options: dict[str, Any] | None = None) -> None:
         """Refuse, before ``run.started``, a run this generator cannot serve: without ``cma``
         installed, or with a domain it cannot write programs for (it needs the per-tensor
         candidate contract and the parameter and expert names that ``TensorDomain`` domains

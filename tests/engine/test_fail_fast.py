@@ -54,6 +54,28 @@ def test_refused_before_the_log(case, tmp_path):
         assert count == 0, f"{count} events were written"
 
 
+def test_gsm8k_with_no_data_anywhere(tmp_path, monkeypatch):
+    """No test_file, a domain that supplies none (digits), and no GSM8k folder: refused before
+    the log, naming where data may come from (before: found only when the first model was
+    scored, after run.started)."""
+    monkeypatch.setenv("SELFDEV_GSM8K_DIR", str(tmp_path / "empty"))
+    db = tmp_path / "runs.db"
+    path = config(tmp_path, evaluator='name = "gsm8k"')
+    result = CliRunner().invoke(cli, ["run", str(path), "--db", str(db), "--quiet"])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "has no data" in lines[0] and "SELFDEV_GSM8K_DIR" in lines[0]
+    if db.exists():
+        assert sqlite3.connect(db).execute("select count(*) from events").fetchone()[0] == 0
+    # the same run with the data folder given gets past the check
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "test.jsonl").write_text("")
+    from selfdev.plugins.evaluators.gsm8k import GSM8kEvaluator
+    from selfdev.plugins.domains.digits import DigitsDomain
+
+    GSM8kEvaluator.preflight_run(GSM8kEvaluator.Options(), {"domain": DigitsDomain}, {})
+
+
 def test_unreadable_model_directory(tmp_path):
     """A directory that exists but holds no safetensors weights is refused as well."""
     (tmp_path / "seed").mkdir()

@@ -308,6 +308,11 @@ class LMDomain(Domain):
             raise ConfigError(f"{self.name} has no expert {name!r}; allowed: {', '.join(self.expert_dirs)}")
         return LMModel(self.expert_dirs[name], label=name)
 
+    @classmethod
+    def supplies_eval_data(cls, options: Any) -> bool:
+        """Whether ``eval_spec`` will name the evaluator's data (``eval_data`` is set)."""
+        return getattr(options, "eval_data", None) is not None
+
     def eval_spec(self) -> dict[str, Any]:
         """Defaults for the evaluator (its explicit options win): data files of ``eval_data``."""
         ed = self.options.eval_data

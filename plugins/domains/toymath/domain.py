@@ -96,6 +96,11 @@ class ToyMathDomain(LMDomain):
                     expert_scope=self.expert_scope, data=str(self.family["data"]))
         return info
 
+    @classmethod
+    def supplies_eval_data(cls, options: Any) -> bool:
+        """Always: the family's generated GSM8k-format files (``eval_spec``)."""
+        return True
+
     def eval_spec(self) -> dict[str, Any]:
         self._resolve_models()
         data = self.family["data"]

@@ -275,7 +275,6 @@ def mergekit_config(dirs: dict[str, Path], density: float, lam: float) -> str:
 
 def compare_outputs(a: Path, b: Path, names: list[str]) -> str:
     """How many bf16 entries of a few merged tensors differ between the two outputs."""
-    import torch
     from safetensors import safe_open
 
     def index(d: Path) -> dict[str, Path]:

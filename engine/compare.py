@@ -286,14 +286,23 @@ def render_comparison(data: dict[str, Any], console: Any) -> None:
     t.add_column("run", no_wrap=True)
     if statuses != {"finished"}:
         t.add_column("status")
-    for key in diffs:
-        t.add_column(_short(key), justify="right", overflow="fold")
+    # up to two differing keys get a column each; more share one column, a "key value" line
+    # each (columns of their own were folded a few letters a line at 80 columns)
+    stacked = len(diffs) > 2
+    if stacked:
+        t.add_column("configuration (keys that differ)", overflow="fold")
+    else:
+        for key in diffs:
+            t.add_column(_short(key), justify="right", overflow="fold")
     t.add_column("best dev", justify="right")
     t.add_column("test", justify="right")
     for r in runs:
         status = [str(r["status"])] if statuses != {"finished"} else []
-        t.add_row(r["run_id"], *status, *(_config_text(r["config"].get(k)) for k in diffs),
-                  format_score(r["best_dev"]), format_score(r["best_test"]))
+        values = [_config_text(r["config"].get(k)) for k in diffs]
+        cells = (["\n".join(f"{_short(k)} {v}" for k, v in zip(diffs, values))] if stacked
+                 else values)
+        t.add_row(r["run_id"], *status, *cells, format_score(r["best_dev"]),
+                  format_score(r["best_test"]), end_section=stacked)
     console.print(t)
     if statuses == {"finished"}:
         console.print("every run finished", highlight=False, style="dim")

@@ -17,6 +17,7 @@ the same program always gives the same list.
 from __future__ import annotations
 
 import ast
+import warnings
 
 #: family -> the primitive names in it (torch function / tensor method names)
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -44,7 +45,9 @@ PRIMITIVES: dict[str, str] = {name: family for family, names in FAMILIES.items()
 def primitives_of(code: str) -> list[str] | None:
     """The sorted distinct primitives ``code`` calls; None when it does not parse."""
     try:
-        tree = ast.parse(code)
+        with warnings.catch_warnings():  # a program's bad literals are not our warnings
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(code)
     except (SyntaxError, ValueError):
         return None
     found = {node.func.attr for node in ast.walk(tree)

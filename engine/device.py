@@ -112,6 +112,18 @@ def device_memory_bytes() -> int | None:
         return None
 
 
+def shutdown_engine(llm: Any) -> None:
+    """Stop a vLLM ``LLM``'s engine (V1 runs its engine core as a process of its own, which a
+    dropped reference does not end) and free the device memory it held. The caller must drop
+    its own references to ``llm`` first."""
+    core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+    stop = getattr(core, "shutdown", None)
+    if callable(stop):
+        stop()
+    del llm
+    free_device_memory()
+
+
 def free_device_memory() -> None:
     """Drop unreachable tensors and hand the CUDA caching allocator's free blocks back to the
     device, so the next phase (often another process: vLLM's engine core) can take them.

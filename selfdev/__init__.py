@@ -70,6 +70,7 @@ _EXPORTS: dict[str, str] = {
     "model_shape": "selfdev.engine.device",
     "dtype_bytes": "selfdev.engine.device",
     "free_device_memory": "selfdev.engine.device",
+    "shutdown_engine": "selfdev.engine.device",
     "config_template": "selfdev.engine.template",
     # the event log (listeners receive a StoredEvent; commands may read runs and append their own)
     "StoredEvent": "selfdev.store",
@@ -127,7 +128,7 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
                                     Refinement, SelfdevError, cache_dir, cache_lock, derive_seed,
                                     format_score, parse_kv, selfdev_home, torch_threads)
     from selfdev.engine.device import (DeviceNeed, DevicePlan, ModelShape, dtype_bytes,
-                                       free_device_memory, model_shape)
+                                       free_device_memory, model_shape, shutdown_engine)
     from selfdev.engine.hookspecs import hookimpl
     from selfdev.engine.options import Field, Options
     from selfdev.engine.plugins import Registry, get_registry

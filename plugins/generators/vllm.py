@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from selfdev import (Completion, Context, DeviceNeed, Field, Generator, SelfdevError,
-                     derive_seed, dtype_bytes, free_device_memory, model_shape)
+                     derive_seed, dtype_bytes, free_device_memory, model_shape,
+                     shutdown_engine)
 from selfdev import hookimpl
 from selfdev.plugins.factory.checkpoints import (adapter_base, check_checkpoint, is_adapter,
                                                  load_tokenizer, read_manifest)
@@ -146,12 +147,7 @@ class VLLMGenerator(Generator):
 
     def _shutdown(self) -> None:
         engine, self._engine, self._engine_model, self._asleep = self._engine, None, None, False
-        core = getattr(getattr(engine, "llm_engine", None), "engine_core", None)
-        stop = getattr(core, "shutdown", None)
-        if callable(stop):  # vLLM V1: the engine core is a process of its own
-            stop()
-        del engine
-        free_device_memory()
+        shutdown_engine(engine)
 
     def close(self) -> None:
         if self._engine is not None:

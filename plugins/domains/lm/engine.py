@@ -36,7 +36,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterator
 
-from selfdev import SelfdevError, free_device_memory
+from selfdev import SelfdevError, free_device_memory, shutdown_engine
 from selfdev.plugins.domains.lm.model import (LMModel, build_model, copy_in_place,
                                              load_tokenizer)
 from selfdev.plugins.domains.lm.io import ModelDir
@@ -333,9 +333,4 @@ class VLLMEngine:
         if self.llm is not None:
             llm, self.llm, self.base, self.current, self.touched = self.llm, None, None, None, set()
             self.asleep = False
-            core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
-            stop = getattr(core, "shutdown", None)
-            if callable(stop):  # vLLM V1: the engine core is a process of its own
-                stop()
-            del llm
-            _free_cuda()
+            shutdown_engine(llm)

@@ -14,10 +14,11 @@ Two modes, chosen from the size of the mergeable tensors (``in_memory_mb``):
   merged model is an in-memory :class:`~selfdev.plugins.domains.lm.model.LMModel` (the seed
   directory plus the merged tensors) that evaluators load without touching the disk;
 * **stream** (big models): one warm ``selfdev.StreamSandbox`` per run and ONE jailed child per
-  candidate, whatever the model size: tensors are read one at a time with ``safe_open``
-  (memory-mapped), the float32 seed value and task vectors go straight into the child's sealed
-  input buffer, the merged task vector comes back validated, and ``(seed + it)`` in the seed's
-  dtype goes straight to its place in a new HF directory under the run's artifacts
+  candidate, whatever the model size: tensors are read one at a time with positioned reads
+  (``ModelDir.get``: nothing is memory-mapped, so RSS stays a few tensors), the float32 seed
+  value and task vectors go straight into the child's sealed input buffer, the merged task
+  vector comes back validated, and ``(seed + it)`` in the seed's dtype goes straight to its
+  place in a new HF directory under the run's artifacts
   (``lm-merged/<hash>``, the ``keep_merged`` newest are kept). Peak memory is a few tensors. The
   candidate's clock counts its own compute only: ``tensor_timeout`` per tensor and a total of
   the run's timeout + ``timeout_per_gparam`` per billion mergeable parameters (docs/lm-domain.md).
@@ -435,9 +436,9 @@ class LMDomain(Domain):
     def _stream(self, merger, tag: str, out_dir: str | Path | None) -> MergeOutcome:
         """Merge tensor by tensor into ``out_dir`` (or a fresh dir under the artifacts).
 
-        One tensor at a time: the seed value and the experts' task vectors are read (memory
-        mapped) and converted to float32, handed to ``merger`` (the candidate's one sandbox
-        child, or a trusted function), and the merged tensor, cast back to the seed's dtype,
+        One tensor at a time: the seed value and the experts' task vectors are read (positioned
+        reads, no mapping) and converted to float32, handed to ``merger`` (the candidate's one
+        sandbox child, or a trusted function), and the merged tensor, cast back to the seed's dtype,
         goes straight to its place in the output shards (``PlannedShardWriter``). Peak memory
         is a few tensors, whatever the model size. The sandbox's clock runs only while the
         child has a tensor: these reads and writes are not the candidate's time."""

@@ -32,12 +32,15 @@ class TensorDomain(Domain):
         self.task_vectors: dict[str, dict[str, "Tensor"]] = {}
         self.mergeable: list[str] = []
         self._sandbox = None
+        self._idle: list[Any] = []      # warm sandboxes no candidate is using (see ``apply``)
+        self._extra: list[Any] = []     # the pool's sandboxes beyond the first
         self._sandbox_lock = threading.Lock()
 
     def __getstate__(self) -> dict[str, Any]:
-        """Pickle without the live sandbox (a copy in another process starts its own)."""
+        """Pickle without the live sandboxes (a copy in another process starts its own)."""
         state = dict(self.__dict__)
         state["_sandbox"] = None
+        state["_idle"], state["_extra"] = [], []
         state.pop("_sandbox_lock", None)
         return state
 
@@ -121,11 +124,36 @@ class TensorDomain(Domain):
                 from selfdev import Sandbox
 
                 self._sandbox = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
+                self._idle.append(self._sandbox)
             return self._sandbox
+
+    def _checkout(self) -> Any:
+        """A warm sandbox no other candidate is using: one runs one child at a time, so
+        candidates applied from several executor threads at once each take their own (the
+        pool grows to the number of concurrent callers; each sandbox is a warm parent with its
+        own copy of the tensors, started once)."""
+        self.sandbox()  # the first one (its start puts it in the pool)
+        with self._sandbox_lock:
+            if self._idle:
+                return self._idle.pop()
+        from selfdev import Sandbox
+
+        extra = Sandbox(self.base, self.task_vectors, names=list(self.mergeable))
+        with self._sandbox_lock:
+            self._extra.append(extra)
+        return extra
+
+    def _checkin(self, sb: Any) -> None:
+        with self._sandbox_lock:
+            self._idle.append(sb)
 
     def apply(self, code: str, timeout: float) -> MergeOutcome:
         """Run candidate ``code`` in the sandbox for every mergeable parameter."""
-        res = self.sandbox().run(code, timeout=timeout)
+        sb = self._checkout()
+        try:
+            res = sb.run(code, timeout=timeout)
+        finally:
+            self._checkin(sb)
         details = dict(res.details or {})
         if res.status != "ok":
             return MergeOutcome(res.status, res.reason, stdout=res.stdout or "",
@@ -136,6 +164,8 @@ class TensorDomain(Domain):
 
     def close(self) -> None:
         with self._sandbox_lock:
-            sb, self._sandbox = self._sandbox, None
-        if sb is not None:
-            sb.close()
+            pool = [self._sandbox, *self._extra]
+            self._sandbox, self._idle, self._extra = None, [], []
+        for sb in pool:
+            if sb is not None:
+                sb.close()

@@ -294,3 +294,21 @@ def test_sandboxed_timeout(sandboxed):
     out = sandboxed.apply(code, timeout=0.5)
     assert out.status in ("timeout", "killed") and out.model is None
     assert sandboxed.apply(TIES_CANDIDATE, timeout=10.0).ok  # the sandbox recovers
+
+
+def test_concurrent_candidates_each_take_their_own_warm_sandbox(sandboxed):
+    """A sandbox runs one child at a time: two candidates in flight (executor workers) get two
+    warm sandboxes, and a returned one is reused rather than started again."""
+    first = sandboxed._checkout()
+    second = sandboxed._checkout()
+    try:
+        assert first is not second
+        assert first is sandboxed.sandbox()
+    finally:
+        sandboxed._checkin(second)
+        sandboxed._checkin(first)
+    again = sandboxed._checkout()
+    sandboxed._checkin(again)
+    assert again in (first, second)
+    out = sandboxed.apply(TIES_CANDIDATE, timeout=10.0)
+    assert out.ok, out.reason

@@ -46,7 +46,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator, Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import field_validator
 
 import selfdev
 from selfdev import Completion, ConfigError, Field, Generator, SelfdevError, derive_seed

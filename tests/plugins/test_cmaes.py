@@ -7,7 +7,6 @@ programs as the uninterrupted one.
 """
 from __future__ import annotations
 
-import functools
 import json
 import os
 import random

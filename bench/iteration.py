@@ -75,7 +75,7 @@ def one_run(workers: int, args: argparse.Namespace, db: Path) -> dict:
             runner.run()
         except _Stop:
             pass
-        counts["generated"] = sum(1 for c in runner.state.candidates.values())
+        counts["generated"] = len(runner.state.candidates)
     finally:
         store.close()
     return {"seconds": dict(seconds), **counts}

@@ -93,9 +93,7 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
     rows = [(p, i) for p in range(len(contexts)) for i in range(n)]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    eos = model.generation_config.eos_token_id if model.generation_config is not None else None
-    if eos is None:
-        eos = tokenizer.eos_token_id
+    eos = _eos_ids(model, tokenizer)
     out: list[tuple[int, str, dict]] = []
     task = progress.task("factory: sampling", total=len(rows)) if progress else None
     try:
@@ -111,7 +109,7 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
             gens = [torch.Generator().manual_seed(derive_seed(seed, p, i)) for p, i in batch]
             config = GenerationConfig(
                 do_sample=False, num_beams=1, max_new_tokens=spec.max_new_tokens,
-                pad_token_id=pad_id, eos_token_id=eos, bos_token_id=tokenizer.bos_token_id,
+                pad_token_id=pad_id, eos_token_id=sorted(eos), bos_token_id=tokenizer.bos_token_id,
                 cache_implementation=spec.cache_implementation,
                 stop_strings=spec.stop_strings or None)
             started = time.perf_counter()
@@ -126,26 +124,30 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
                                                         spec.top_k)], **kwargs)
             seconds = time.perf_counter() - started
             new = result[:, width:].cpu()
-            eos_set = set(eos if isinstance(eos, list) else [eos])
             for r, (p, i) in enumerate(batch):
                 toks = new[r].tolist()
                 finish = "length"
                 for k, t in enumerate(toks):
-                    if t in eos_set:
+                    if t in eos:
                         toks, finish = toks[:k], "stop"
                         break
                 while toks and toks[-1] == pad_id:
                     toks.pop()
-                text = tokenizer.decode(toks, skip_special_tokens=True)
-                out.append((p, text, {"tokens": len(toks), "finish": finish,
-                                      "seed": derive_seed(seed, p, i),
-                                      "batch_seconds": round(seconds, 3)}))
+                out.append(_row(tokenizer, p, i, toks, finish, seed, seconds))
             if task:
                 task.advance(len(batch))
     finally:
         if task:
             task.close()
     return out
+
+
+def _row(tokenizer: Any, p: int, i: int, toks: list[int], finish: str, seed: int,
+         seconds: float) -> tuple[int, str, dict]:
+    """One sampled row as ``sample`` returns it: (prompt index, text, meta)."""
+    return (p, tokenizer.decode(toks, skip_special_tokens=True),
+            {"tokens": len(toks), "finish": finish, "seed": derive_seed(seed, p, i),
+             "batch_seconds": round(seconds, 3)})
 
 
 def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -180,11 +182,8 @@ def _sample_own_loop(model: Any, tokenizer: Any, contexts: list[list[int]], n: i
                 done = decode(decoder, context, gens, max_new_tokens=spec.max_new_tokens,
                               eos=eos, pick=pick, on_done=task.advance if task else None)
                 seconds = time.perf_counter() - started
-                for i, (toks, finish) in zip(rows, done):
-                    out.append((p, tokenizer.decode(toks, skip_special_tokens=True),
-                                {"tokens": len(toks), "finish": finish,
-                                 "seed": derive_seed(seed, p, i),
-                                 "batch_seconds": round(seconds, 3)}))
+                out.extend(_row(tokenizer, p, i, toks, finish, seed, seconds)
+                           for i, (toks, finish) in zip(rows, done))
     finally:
         if task:
             task.close()

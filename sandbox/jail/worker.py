@@ -121,6 +121,38 @@ class Inputs:
         self.max_numel = max([t.numel() for t in self.base.values()] + [hinted if type(hinted) is int else 1, 1])
 
 
+MADV_COLLAPSE = 25  # Linux >= 6.1; not in Python 3.11's mmap module
+HUGE = 2 << 20
+
+
+def _collapse_huge_pages() -> None:
+    """Back the warm parent's private anonymous memory (torch's ~150 MB: the malloc heap,
+    libraries' data) with 2 MiB pages where the kernel allows.
+
+    A fork copies the page tables of every private writable mapping, and a child's exit tears
+    its copy down: with 4 KiB pages that is ~37,000 entries per candidate, a huge page is one
+    (measured on digits: system time per candidate 4.8 -> 2.2 ms in the warm parent, 9 -> 5.5
+    ms in the child). A child's write still copies only the 4 KiB it touches (the kernel splits
+    its own mapping of a shared huge page), so nothing it does reaches the parent or a sibling.
+    Only memory that exists now is collapsed (no ``MADV_HUGEPAGE``): a child's own allocations
+    stay on small pages. Best effort: an older kernel, THP ``never`` or a region that cannot be
+    collapsed keeps small pages, which is only slower."""
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    try:
+        with open("/proc/self/maps") as f:
+            maps = [line.split() for line in f]
+    except OSError:  # no /proc here: small pages
+        return
+    for parts in maps:
+        if parts[1] != "rw-p" or (len(parts) > 5 and parts[5] != "[heap]"):
+            continue
+        start, end = (int(x, 16) for x in parts[0].split("-"))
+        lo, hi = -(-start // HUGE) * HUGE, end // HUGE * HUGE
+        if hi > lo:
+            madvise(lo, hi - lo, MADV_COLLAPSE)
+
+
 def _warm_up(threads: int) -> None:
     """Pay the first-call costs of common ops once, here, instead of in every child. Tiny
     tensors only (below the intra-op grain size), so no OpenMP thread pool is created."""
@@ -267,6 +299,7 @@ def main(ctrl_fd: int) -> None:
         except Exception:
             pass
         _warm_up(1)
+        _collapse_huge_pages()  # torch's memory is all there now; reads /proc: before Landlock
         layers = {"process": True}
         off = set(cfg.get("disable", ()))
         ns = osl.enter_namespaces() if not off & {"userns", "netns", "ipcns"} else {}

@@ -528,15 +528,18 @@ class Runner:
 
     def screen_one(self, cid: str, seen: dict[str, str]) -> ev.CandidateScreened:
         """Parse one completion, apply the static policy, de-duplicate by normalised AST."""
-        from selfdev.sandbox import extract_candidate, screen
+        from selfdev.sandbox.policy import extract_candidate_tree, screen
 
-        code = extract_candidate(self.store.get_text(self.state.candidates[cid].completion))
+        # extraction parses the source; that one tree is read for the primitives, then
+        # consumed by the screen (which transforms it), so each candidate is parsed once
+        code, tree = extract_candidate_tree(
+            self.store.get_text(self.state.candidates[cid].completion))
         if code is None:
             return ev.CandidateScreened(candidate_id=cid, status="rejected",
                                         reason="no merge_models function found in the completion")
         code_ref = self.store.put_blob(code)
-        verdict = screen(code)
-        used = primitives_of(code)  # what the program is built from (engine/primitives.py)
+        used = primitives_of(code, tree)  # what the program is built from (engine/primitives.py)
+        verdict = screen(code, tree)
         if not verdict.ok:
             return ev.CandidateScreened(candidate_id=cid, status="rejected", reason=verdict.reason,
                                         code=code_ref, ast_hash=verdict.ast_hash, primitives=used)

@@ -5,11 +5,13 @@ No torch import here: screening is cheap and runs in the trusted supervisor.
 from __future__ import annotations
 
 import ast
-import functools
 import hashlib
 import re
+import sys
 import textwrap
+import threading
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from RestrictedPython import compile_restricted
@@ -83,7 +85,6 @@ def _iter_depth(tree: ast.AST) -> tuple[list, int]:
     stack = [(tree, 1)]
     nodes = []
     depth = 0
-    iter_fields = ast.iter_fields
     AST = ast.AST
     while stack:
         node, d = stack.pop()
@@ -93,7 +94,11 @@ def _iter_depth(tree: ast.AST) -> tuple[list, int]:
         if len(nodes) > MAX_NODES or depth > MAX_DEPTH:
             return nodes, depth
         d += 1
-        for _name, field in iter_fields(node):
+        for name in node._fields:  # ast.iter_fields, inlined (the hot loop of screening)
+            try:
+                field = getattr(node, name)
+            except AttributeError:
+                continue
             if isinstance(field, AST):
                 stack.append((field, d))
             elif isinstance(field, list):
@@ -101,6 +106,28 @@ def _iter_depth(tree: ast.AST) -> tuple[list, int]:
                     if isinstance(item, AST):
                         stack.append((item, d))
     return nodes, depth
+
+
+# every node type a rule of _check_tree's loop applies to (ast.parse makes exact types)
+_CHECKED_TYPES = frozenset({
+    ast.Yield, ast.YieldFrom, ast.Await, ast.AsyncFor, ast.AsyncWith, ast.AsyncFunctionDef,
+    ast.ClassDef, ast.Global, ast.Nonlocal, ast.Import, ast.ImportFrom, ast.Name, ast.Attribute,
+    ast.arg, ast.keyword, ast.FunctionDef, ast.Lambda, ast.ExceptHandler, ast.Constant,
+    ast.MatchAs, ast.MatchStar, ast.MatchMapping})
+
+
+def _walk(tree: ast.AST) -> list:
+    """Every node under ``tree`` (``ast.walk``'s nodes, in a list; cheaper)."""
+    nodes = [tree]
+    AST = ast.AST
+    for node in nodes:  # the list grows while it is read: breadth first
+        for name in node._fields:
+            field = getattr(node, name, None)
+            if isinstance(field, AST):
+                nodes.append(field)
+            elif isinstance(field, list):
+                nodes.extend([item for item in field if isinstance(item, AST)])
+    return nodes
 
 
 def _check_tree(tree: ast.Module, nodes: list) -> None:
@@ -121,7 +148,10 @@ def _check_tree(tree: ast.Module, nodes: list) -> None:
     if len(pos) - n_defaults > 3 or any(d is None for d in a.kw_defaults):
         raise _Reject(f"{_line(fn)}merge_models: parameters after (task_vectors, base, name) need defaults")
 
+    checked = _CHECKED_TYPES
     for node in nodes:
+        if type(node) not in checked:  # most nodes: no rule below applies to them
+            continue
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             raise _Reject(f"{_line(node)}generators (yield) are not allowed")
         if isinstance(node, (ast.Await, ast.AsyncFor, ast.AsyncWith, ast.AsyncFunctionDef)):
@@ -222,12 +252,44 @@ def _strip_docstrings(nodes: list) -> None:
 
 
 def ast_hash(tree: ast.AST) -> str:
-    dumped = ast.dump(tree, annotate_fields=True, include_attributes=False)
+    dumped = _dump(tree)
     return "b2:" + hashlib.blake2b(dumped.encode(), digest_size=16).hexdigest()
 
 
-def parse_and_check(code: str, want_hash: bool = True) -> tuple[ast.Module, str | None]:
-    """Return (transformed tree ready for compile_restricted, ast_hash) or raise _Reject."""
+_OPTIONAL: dict[type, tuple] = {}  # class -> its fields, and which of them default to None
+
+
+def _dump(node) -> str:
+    """``ast.dump(node, annotate_fields=True, include_attributes=False)``, the same text (the
+    hash of every recorded program depends on it), without ast.dump's layout bookkeeping (it
+    only matters with ``indent``). Called on trees within MAX_DEPTH."""
+    if isinstance(node, ast.AST):
+        cls = type(node)
+        spec = _OPTIONAL.get(cls)
+        if spec is None:
+            spec = _OPTIONAL[cls] = tuple((name, getattr(cls, name, ...) is None)
+                                          for name in cls._fields)
+        args = []
+        for name, optional in spec:
+            try:
+                value = getattr(node, name)
+            except AttributeError:
+                continue
+            if value is None and optional:
+                continue
+            args.append(f"{name}={_dump(value)}")
+        return f"{cls.__name__}({', '.join(args)})"
+    if isinstance(node, list):
+        return "[" + ", ".join([_dump(x) for x in node]) + "]"
+    return repr(node)
+
+
+def parse_and_check(code: str, want_hash: bool = True,
+                    tree: ast.Module | None = None) -> tuple[ast.Module, str | None]:
+    """Return (transformed tree ready for compile_restricted, ast_hash) or raise _Reject.
+
+    ``tree``, when given, must be a fresh ``ast.parse(code)`` (extraction has just parsed the
+    very same string): it is used, and mutated, instead of parsing ``code`` again."""
     if not isinstance(code, str):
         raise _Reject("candidate source must be a str")
     raw = code.encode("utf-8", "surrogatepass")
@@ -236,7 +298,8 @@ def parse_and_check(code: str, want_hash: bool = True) -> tuple[ast.Module, str 
     if "\x00" in code:
         raise _Reject("source contains NUL bytes")
     try:
-        tree = ast.parse(code, filename="<candidate>", mode="exec")
+        if tree is None:
+            tree = ast.parse(code, filename="<candidate>", mode="exec")
     except SyntaxError as e:
         raise _Reject(f"syntax error: line {e.lineno}: {e.msg}")
     except (MemoryError, RecursionError, ValueError) as e:
@@ -261,9 +324,10 @@ def parse_and_check(code: str, want_hash: bool = True) -> tuple[ast.Module, str 
     return tree, h
 
 
-def compile_candidate(code: str, want_hash: bool = True):
-    """Screen and compile with RestrictedPython. Returns (code object, ast_hash)."""
-    tree, h = parse_and_check(code, want_hash)
+def compile_candidate(code: str, want_hash: bool = True, tree: ast.Module | None = None):
+    """Screen and compile with RestrictedPython. Returns (code object, ast_hash).
+    ``tree``: see ``parse_and_check``."""
+    tree, h = parse_and_check(code, want_hash, tree)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -275,22 +339,39 @@ def compile_candidate(code: str, want_hash: bool = True):
     return res, h
 
 
-def screen_and_compile(code: str):
+_MEMO_SIZE = 4096
+_memo: OrderedDict = OrderedDict()
+_memo_lock = threading.Lock()
+
+
+def screen_and_compile(code: str, tree: ast.Module | None = None):
     """(ScreenResult, restricted code object or None); never executes the candidate.
 
     Memoised on the exact source (a bounded LRU): the engine screens every completion, and the
     supervisor screens the same source again right before it runs it (each must hold alone), so
     without the memo every executed candidate was parsed, checked and compiled twice (~5-15 ms
     each at 3,000 candidates an iteration). Both results are immutable, so sharing them is safe.
+    ``tree`` (a fresh ``ast.parse(code)``, consumed) saves the parse on a miss; the key stays
+    the source alone, so the memo cannot tell who parsed it.
     """
     if not isinstance(code, str):
         return _screen_and_compile(code)
-    return _screen_and_compile_memo(code)
+    with _memo_lock:
+        hit = _memo.get(code)
+        if hit is not None:
+            _memo.move_to_end(code)
+            return hit
+    result = _screen_and_compile(code, tree)
+    with _memo_lock:
+        _memo[code] = result
+        if len(_memo) > _MEMO_SIZE:
+            _memo.popitem(last=False)
+    return result
 
 
-def _screen_and_compile(code: str):
+def _screen_and_compile(code: str, tree: ast.Module | None = None):
     try:
-        co, h = compile_candidate(code)
+        co, h = compile_candidate(code, tree=tree)
     except _Reject as e:
         return ScreenResult(False, _cap(str(e)), None), None
     except Exception as e:  # defensive: a hostile source must never crash the caller
@@ -298,12 +379,9 @@ def _screen_and_compile(code: str):
     return ScreenResult(True, None, h), co
 
 
-_screen_and_compile_memo = functools.lru_cache(maxsize=4096)(_screen_and_compile)
-
-
-def screen(code: str) -> ScreenResult:
-    """L1 static policy; never executes the candidate."""
-    return screen_and_compile(code)[0]
+def screen(code: str, tree: ast.Module | None = None) -> ScreenResult:
+    """L1 static policy; never executes the candidate. ``tree``: see ``screen_and_compile``."""
+    return screen_and_compile(code, tree)[0]
 
 
 def _cap(s: str, n: int = 500) -> str:
@@ -339,22 +417,71 @@ def _fenced_blocks(text: str) -> list[str]:
     return blocks
 
 
-def _defines_merge(src: str) -> bool:
-    try:
-        tree = ast.parse(src)
-    except (SyntaxError, ValueError, MemoryError, RecursionError):
-        return False
-    return any(isinstance(n, ast.FunctionDef) and n.name == "merge_models" for n in tree.body)
+# Why a stretch fails to parse can rule out longer ones without parsing them. CPython 3.11:
+# - these tokenizer errors are raised at one spot whatever follows it, so any source with the
+#   same text up to that spot fails too (indentation errors are not among them: a shorter
+#   stretch may be dedented by more);
+_LOCAL_TOKEN_ERRORS = ("unmatched '", "closing parenthesis '", "unterminated string literal",
+                       "invalid decimal literal", "invalid character ",
+                       "leading zeros in decimal integer literals")
+# - when the stretches are plain line prefixes of each other (nothing dedented), also the
+#   indentation errors of the tokenizer, and the parser's generic errors: "invalid syntax" and
+#   "unexpected indent/unindent" are raised only at (or after) the last token its first pass
+#   read (pegen's _PyPegen_set_syntax_error; no grammar rule raises them), and a prefix
+#   holding every token that pass read is parsed the same way, so it fails the same way;
+#   "'(' was never closed" (raised there too, at the end of the source) names a bracket that
+#   no later line closes, so it is open at the end of every prefix that opens it.
+_PREFIX_ERRORS = _LOCAL_TOKEN_ERRORS + (
+    "unindent does not match any outer indentation level", "inconsistent use of tabs",
+    "too many levels of indentation")
+_GENERIC_ERRORS = ("invalid syntax", "unexpected indent", "unexpected unindent")
+_NEVER_CLOSED = re.compile(r"'[(\[{]' was never closed")
+# Checked against CPython 3.11's parser; elsewhere every stretch is parsed.
+_SKIPS = sys.version_info[:2] == (3, 11)
+# line breaks of str.splitlines that the tokenizer does not count as lines
+_ODD_BREAKS = re.compile("[\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")
 
 
-def _add_imports(src: str) -> str:
+def _merge_tree(src: str) -> tuple[ast.Module | None, SyntaxError | None]:
+    """(the tree of ``src`` when it parses and defines a top-level ``merge_models``, else None;
+    the SyntaxError when it does not parse)."""
     try:
         tree = ast.parse(src)
-    except Exception:
-        return src
+    except SyntaxError as e:
+        return None, e
+    except (ValueError, MemoryError, RecursionError):
+        return None, None
+    if any(isinstance(n, ast.FunctionDef) and n.name == "merge_models" for n in tree.body):
+        return tree, None
+    return None, None
+
+
+def _fails_through(e: SyntaxError, prefixes: bool) -> int | None:
+    """The last line (1-based) that ``e`` depends on: every source with the same text through
+    that line fails too (``prefixes``: every line prefix of the failed source holding it);
+    None when ``e`` says nothing of the kind."""
+    msg = e.msg
+    if not isinstance(msg, str) or not e.lineno:
+        return None
+    if not (msg.startswith(_PREFIX_ERRORS if prefixes else _LOCAL_TOKEN_ERRORS)
+            or (prefixes and (msg in _GENERIC_ERRORS or _NEVER_CLOSED.fullmatch(msg)))):
+        return None
+    detected = re.search(r"detected at line (\d+)", msg)
+    return max(e.lineno, e.end_lineno or 0, int(detected[1]) if detected else 0)
+
+
+def _with_imports(src: str, tree: ast.Module | None) -> tuple[str, ast.Module | None]:
+    """``src`` with ``import torch``/``import math`` added when used but missing, and its tree
+    when that is ``tree`` (a fresh parse of ``src``, passed on so screening need not parse it
+    again); None when the source changed or does not parse."""
+    if tree is None:
+        try:
+            tree = ast.parse(src)
+        except Exception:
+            return src, None
     imported = set()
     used = set()
-    for n in ast.walk(tree):
+    for n in _walk(tree):
         if isinstance(n, ast.Import):
             for al in n.names:
                 imported.add((al.asname or al.name).split(".")[0])
@@ -364,13 +491,20 @@ def _add_imports(src: str) -> str:
         elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
             used.add(n.id)
     pre = [f"import {m}\n" for m in ("torch", "math") if m in used and m not in imported]
-    return "".join(pre) + src if pre else src
+    return ("".join(pre) + src, None) if pre else (src, tree)
 
 
-def _bare_candidates(text: str):
+def _bare_candidates(text: str, failed: SyntaxError | None = None):
     """Code around a bare ``def merge_models`` (no fence): the preceding import/assignment
-    lines, and the longest following stretch that parses."""
+    lines, and the longest following stretch that parses, with its tree.
+
+    Stretches are tried longest first. One that fails for a reason ``_fails_through`` places
+    at its line k rules out the shorter ones that still hold line k, so those are counted as
+    tried without being parsed (the result is that of parsing each). ``failed``: why ``text``
+    itself does not parse, when known (the longest stretch is often all of it)."""
     lines = text.splitlines(keepends=True)
+    # the tokenizer's line numbers are ours only without the odd line breaks
+    skips = _SKIPS and _ODD_BREAKS.search(text) is None
     idx = [i for i, ln in enumerate(lines) if re.match(r"^\s*def\s+merge_models\s*\(", ln)]
     for di in idx[:3]:
         start = di
@@ -378,32 +512,61 @@ def _bare_candidates(text: str):
         while j >= 0 and re.match(r"^(\s*$|\s*#|import\s|from\s+\w|@|[A-Za-z_][A-Za-z0-9_]*\s*=)", lines[j]):
             start = j
             j -= 1
+        # no common indentation in the shortest stretch: then none in any (they all hold it),
+        # dedent only empties blank lines, and each stretch is a line prefix of the longer ones
+        shortest = "".join(lines[start:di + 1])
+        prefixes = textwrap.dedent("x\n" + shortest) == "x\n" + textwrap.dedent(shortest)
         tries = 0
+        fails_from = None  # stretches ending at or after this line index are known to fail
         for end in range(min(len(lines), di + 400), di, -1):
             tries += 1
             if tries > 150:
                 break
+            if fails_from is not None and end >= fails_from:
+                continue
             src = textwrap.dedent("".join(lines[start:end]))
-            if _defines_merge(src):
-                yield src
+            tree, err = (None, failed) if failed is not None and src == text else _merge_tree(src)
+            if tree is not None:
+                yield src, tree
                 break
+            bad_line = None if err is None or not skips else _fails_through(err, prefixes)
+            if bad_line is not None:
+                fails_from = start + bad_line
+
+
+def _extract(text: str) -> tuple[str | None, ast.Module | None]:
+    """``extract_candidate``'s source, and its tree when extraction parsed exactly it."""
+    if not isinstance(text, str) or not text:
+        return None, None
+    text = text[:MAX_COMPLETION_CHARS].replace("\r\n", "\n")
+    for b in _fenced_blocks(text):
+        b = textwrap.dedent(b)
+        tree, err = _merge_tree(b)
+        if tree is not None:
+            return _finish(b, tree)
+        for src, tree in _bare_candidates(b, err):
+            return _finish(src, tree)
+    tree, err = _merge_tree(text)
+    if tree is not None:
+        return _finish(text, tree)
+    for src, tree in _bare_candidates(text, err):
+        return _finish(src, tree)
+    return None, None
+
+
+def _finish(src: str, tree: ast.Module) -> tuple[str, ast.Module | None]:
+    code = src.strip("\n") + "\n"
+    return _with_imports(code, tree if code == src else None)
 
 
 def extract_candidate(text: str) -> str | None:
     """Pull the first block that defines a parseable ``merge_models`` out of an LLM completion:
     fenced blocks first (in order), then bare code. Returns the source (with ``import
     torch``/``import math`` added when used but missing), or None."""
-    if not isinstance(text, str) or not text:
-        return None
-    text = text[:MAX_COMPLETION_CHARS].replace("\r\n", "\n")
-    for b in _fenced_blocks(text):
-        b = textwrap.dedent(b)
-        if _defines_merge(b):
-            return _add_imports(b.strip("\n") + "\n")
-        for src in _bare_candidates(b):
-            return _add_imports(src.strip("\n") + "\n")
-    if _defines_merge(text):
-        return _add_imports(text.strip("\n") + "\n")
-    for src in _bare_candidates(text):
-        return _add_imports(src.strip("\n") + "\n")
-    return None
+    return _extract(text)[0]
+
+
+def extract_candidate_tree(text: str) -> tuple[str | None, ast.Module | None]:
+    """``extract_candidate(text)`` and, when extraction already parsed exactly that source, its
+    fresh tree (else None), for ``screen_and_compile(code, tree)`` and ``primitives_of``."""
+    return _extract(text)

@@ -180,3 +180,22 @@ def test_prompt_command_shows_domain_prompt_and_factory_context(factory_home, ti
     data = json.loads(result.output)
     assert "def merge_models" in data["prompt"] and "Constraints" in data["prompt"]
     assert data["factory_context"] == "<merge_models>"
+
+
+def test_factory_key_is_the_corpus_key_and_computed_once_a_process(monkeypatch):
+    from selfdev.plugins.generators import tiny
+    spec = tiny.spec_for("test", corpus_size=40)
+    key = tiny._factory_key(spec)
+    assert key == tiny.cache_key(spec, tiny.corpus_programs(spec))
+    monkeypatch.setattr(tiny, "corpus_programs", lambda s: pytest.fail("corpus regenerated"))
+    assert tiny._factory_key(spec) == key
+
+
+def test_strip_docstring_reaches_nested_definitions():
+    from selfdev.plugins.generators.tiny import strip_docstring
+    code = ('def merge_models(task_vectors, base, name):\n    """Doc."""\n'
+            '    if True:\n        def f(x):\n            """Inner."""\n            return x\n'
+            '    try:\n        pass\n    except Exception:\n        def g():\n            "G."\n            return 1\n'
+            '    return base  # kept\n')
+    out = strip_docstring(code)
+    assert '"""' not in out and '"G."' not in out and "# kept" in out and "return x" in out

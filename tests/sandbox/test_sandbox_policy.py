@@ -166,3 +166,45 @@ def test_extract_is_fast_on_pathological_completions():
         t0 = time.perf_counter()
         assert extract_candidate(text) is None
         assert time.perf_counter() - t0 < 3
+
+
+# ----------------------------------------------------------------------------- one parse
+def _count_parses(monkeypatch):
+    import ast
+    calls = []
+    real = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def test_a_screened_candidate_is_parsed_once(monkeypatch):
+    from selfdev.engine.primitives import primitives_of
+    from selfdev.sandbox.policy import extract_candidate_tree, screen_and_compile
+    text = GOOD.replace("return", "x = torch.sign(base)\n    return")
+    calls = _count_parses(monkeypatch)
+    code, tree = extract_candidate_tree(text)
+    used = primitives_of(code, tree)
+    verdict, co = screen_and_compile(code, tree)
+    assert len(calls) == 1
+    assert verdict.ok and co is not None and used == ["sign"]
+    assert verdict == screen_and_compile(code + "\n")[0]  # same program, hashed the same way
+
+
+def test_extract_skips_stretches_that_cannot_parse(monkeypatch):
+    # the tiny factory's typical completion: a good function, then garbage; an unmatched
+    # bracket early in the garbage rules out every longer stretch without parsing each
+    body = "import torch\n\ndef merge_models(task_vectors, base, name):\n    return base\n"
+    text = body + "    x = f(1))\n" + "    y = 2\n" * 60
+    calls = _count_parses(monkeypatch)
+    assert extract_candidate(text) == body
+    assert len(calls) <= 4
+
+
+def test_screen_memo_is_bounded_and_keyed_on_the_source():
+    from selfdev.sandbox import policy
+    policy._memo.clear()
+    first = policy.screen_and_compile(GOOD)
+    assert policy.screen_and_compile(GOOD) is first
+    for i in range(policy._MEMO_SIZE + 10):
+        policy.screen_and_compile(f"x = {i}\n")
+    assert len(policy._memo) == policy._MEMO_SIZE and GOOD not in policy._memo

@@ -79,8 +79,9 @@ def cache_lock(path: Path) -> Iterator[None]:
 def torch_threads(n: int) -> Iterator[None]:
     """Use exactly ``n`` torch threads inside the block, then restore the previous setting.
 
-    Trained weights depend on the thread count (it changes how float sums are split), so model
-    builds pin it instead of following the machine. torch is imported here, not before.
+    Model builds pin it so a build stays reproducible even if a future kernel splits a sum by
+    thread; today builds and refinements are bit-identical with 1 and 2 threads
+    (``tests/plugins/test_optimizers_dpo.py``). torch is imported here, not before.
     """
     import torch
 

@@ -38,7 +38,11 @@ def resolve_threads(threads: int | None) -> int:
     machine two OpenMP threads that keep waiting for each other at barriers ran 3-5x *slower*
     than one thread (measured: a tiny-factory build took 56 s with 1 thread and 172 s with 2 at
     load 5). Where idleness cannot be measured, the 1-minute load average decides. Results do
-    not depend on the thread count (same weights, bit for bit, for a build with 1 and 2 threads).
+    not depend on the thread count: the same weights, bit for bit, with 1 and 2 threads for a
+    build and for ``dpo`` (tiny preset, 256 pairs, 64 steps) and ``sft`` refinements
+    (tests/plugins/test_optimizers_dpo.py checks it). The matmuls and per-row sums split their
+    outputs, not their sums, between threads; torch does split a sum of >= 32768 elements into
+    one scalar, but in these losses such a sum only gives the logged loss, never a gradient.
     """
     if threads is not None and int(threads) > 0:
         return int(threads)

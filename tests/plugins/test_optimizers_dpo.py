@@ -149,6 +149,24 @@ def test_lora_refinement_writes_an_adapter_the_generator_applies(ctx, gen, tiny_
     assert again.metrics["reward_margin_first"] == pytest.approx(0.0, abs=1e-6)
 
 
+@pytest.mark.parametrize("optimizer", ["dpo", "sft"])
+def test_refined_weights_do_not_depend_on_the_thread_count(ctx, tiny_factory, small_pairs,
+                                                            optimizer):
+    """Automatic threads follow the machine's load (plugins/factory/threads.py), which is only
+    safe because the refined weights are the same, bit for bit, with 1 and 2 threads."""
+    from selfdev.plugins.optimizers.dpo import DPOOptimizer
+    from selfdev.plugins.optimizers.sft import SFTOptimizer
+
+    cls = DPOOptimizer if optimizer == "dpo" else SFTOptimizer
+    weights = []
+    for threads in (1, 2):
+        result = cls(ctx, threads=threads, epochs=1, batch_size=4,
+                     measure_margin=False).refine(tiny_factory, small_pairs, iteration=1)
+        # read now: the second refinement (same run and iteration) replaces the directory
+        weights.append((result.checkpoint / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
+
+
 def test_no_pairs_and_bad_checkpoints(ctx, tmp_path):
     from selfdev.engine.api import SelfdevError
     from selfdev.plugins.optimizers.dpo import DPOOptimizer

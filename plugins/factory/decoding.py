@@ -10,9 +10,9 @@ tiny factory it is 6-7x faster than ``generate`` and gives the same tokens
 (``tests/plugins/test_decoding.py``).
 
 Sampling is the same Gumbel-max scheme as the ``generate`` path
-(``selfdev.plugins.factory.sampling``): each row draws one noise vector per step from its own
-``torch.Generator``, so a completion depends on (seed, row, checkpoint, temperature), not on the
-rows that share its batch.
+(``selfdev.plugins.factory.sampling.RowSampler``): each row draws its noise from its own
+``torch.Generator`` (several steps' worth at a time, the same numbers), so a completion depends
+on (seed, row, checkpoint, temperature), not on the rows that share its batch.
 
 Only what it can do exactly is taken: a ``LlamaForCausalLM`` (default rotary embedding, SiLU,
 no biases); anything else (``supported`` says why) goes through ``generate``.
@@ -61,6 +61,7 @@ class LlamaDecoder:
                         layer.mlp.down_proj.weight) for layer in inner.layers]
         self.norm = inner.norm.weight
         self.head = model.lm_head.weight
+        self.vocab = self.head.shape[0]
         self.inv_freq = inner.rotary_emb.inv_freq.float().to(self.device)
 
     def new_cache(self, rows: int, length: int) -> list[Any]:
@@ -112,18 +113,20 @@ class LlamaDecoder:
         return F.linear(self._rms(x[:, -1], self.norm), self.head)
 
 
-def decode(decoder: LlamaDecoder, context: list[int], generators: list[Any], *,
-           max_new_tokens: int, eos: set[int], pick: Callable[[Any, Any], Any],
+def decode(decoder: LlamaDecoder, context: list[int], sampler: Any, *,
+           max_new_tokens: int, eos: set[int],
            on_done: Callable[[int], None] | None = None) -> list[tuple[list[int], str]]:
-    """Sample one completion per generator after ``context``: ``[(tokens, finish)]``.
+    """Sample one completion per row of ``sampler`` after ``context``: ``[(tokens, finish)]``.
 
-    ``pick(logits, alive_generators)`` returns the next token of each alive row. The context is
-    run once and its cache copied to every row; finished rows are dropped from the batch (the
-    cache compacted) once they are a quarter of it.
+    ``sampler(logits)`` returns the next token of each row in the batch and
+    ``sampler.keep(positions)`` follows the batch when rows are dropped
+    (``selfdev.plugins.factory.sampling.RowSampler``). The context is run once and its cache
+    copied to every row; finished rows are dropped from the batch (the cache compacted) once
+    they are a quarter of it.
     """
     import torch
 
-    n, ctx_len = len(generators), len(context)
+    n, ctx_len = len(sampler), len(context)
     length = ctx_len + max_new_tokens
     out: list[list[int]] = [[] for _ in range(n)]
     finish = ["length"] * n
@@ -139,7 +142,7 @@ def decode(decoder: LlamaDecoder, context: list[int], generators: list[Any], *,
         alive = [True] * n
         n_alive, pos = n, ctx_len
         for step in range(max_new_tokens):
-            chosen = pick(logits, [generators[r] if a else None for r, a in zip(rows, alive)])
+            chosen = sampler(logits)
             for j, token in enumerate(chosen.tolist()):
                 if not alive[j]:
                     continue
@@ -153,13 +156,15 @@ def decode(decoder: LlamaDecoder, context: list[int], generators: list[Any], *,
             if n_alive == 0 or step == max_new_tokens - 1:
                 break
             if n_alive <= 0.75 * len(rows):
-                keep = torch.tensor([j for j, a in enumerate(alive) if a], device=decoder.device)
+                positions = [j for j, a in enumerate(alive) if a]
+                keep = torch.tensor(positions, device=decoder.device)
+                sampler.keep(positions)
                 new = decoder.new_cache(n_alive, length)
                 for (keys, values), (old_k, old_v) in zip(new, cache):
                     keys[:, :, :pos] = old_k[keep, :, :pos]
                     values[:, :, :pos] = old_v[keep, :, :pos]
                 cache, chosen = new, chosen[keep]
-                rows = [rows[j] for j in keep.tolist()]
+                rows = [rows[j] for j in positions]
                 alive = [True] * n_alive
             logits = decoder.forward(chosen[:, None], cache, pos)
             pos += 1

@@ -22,14 +22,9 @@ from selfdev.plugins.factory.prompts import PromptFormat, prompt_format
 from selfdev.plugins.factory.threads import resolve_threads
 
 
-def gumbel_scores(scores: Any, generators: list[Any], temperature: float, top_p: float,
-                  top_k: int) -> Any:
-    """``scores / T`` (after top-k / top-p filtering) plus per-row Gumbel noise.
-
-    Row ``r`` draws one noise vector from ``generators[r]``; the argmax of the result is a
-    sample from the filtered softmax. A row whose generator is None (a finished row still in
-    the batch) draws nothing, so each row's stream never depends on the other rows.
-    """
+def filtered_scores(scores: Any, temperature: float, top_p: float, top_k: int) -> Any:
+    """``scores / T`` in float32 with top-k / top-p filtering (``-inf`` outside); unscaled
+    when ``temperature <= 0`` (greedy)."""
     import torch
 
     scores = scores.float()
@@ -45,12 +40,86 @@ def gumbel_scores(scores: Any, generators: list[Any], temperature: float, top_p:
         drop = probs.cumsum(dim=-1) - probs >= top_p
         drop[..., 0] = False
         scores = scores.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
+    return scores
+
+
+def _log_neg_log(noise: Any) -> Any:
+    """``log(-log(u))`` of uniform noise, clamped away from 0 and 1 (minus a Gumbel sample)."""
+    import torch
+
+    noise.clamp_(1e-10, 1.0 - 1e-7)
+    return torch.log(-torch.log(noise))
+
+
+def gumbel_scores(scores: Any, generators: list[Any], temperature: float, top_p: float,
+                  top_k: int) -> Any:
+    """``filtered_scores`` plus per-row Gumbel noise.
+
+    Row ``r`` draws one noise vector from ``generators[r]``; the argmax of the result is a
+    sample from the filtered softmax. A row whose generator is None (a finished row still in
+    the batch) draws nothing, so each row's stream never depends on the other rows.
+    """
+    import torch
+
+    scores = filtered_scores(scores, temperature, top_p, top_k)
+    if temperature <= 0:
+        return scores
     noise = torch.full(scores.shape, 0.5, dtype=torch.float32)
     for r, g in enumerate(generators):
         if g is not None:
             torch.rand(scores.shape[-1], generator=g, out=noise[r])
-    noise.clamp_(1e-10, 1.0 - 1e-7)
-    return scores - torch.log(-torch.log(noise)).to(scores.device)
+    return scores - _log_neg_log(noise).to(scores.device)
+
+
+class RowSampler:
+    """Next tokens for a batch whose rows have their own random streams, as ``gumbel_scores``
+    picks them, with each row's noise drawn several steps at a time.
+
+    ``torch.rand(k * V, generator=g)`` yields the same numbers as ``k`` draws of ``V``, so row
+    ``r`` sees exactly the noise it would see one step at a time, for one generator call per
+    ``steps`` steps instead of one per step (a third of the tiny factory's sampling time went
+    to those calls). ``keep(positions)`` follows the batch when finished rows are dropped; a
+    finished row still in the batch goes on drawing from its own stream, which nothing else
+    reads.
+    """
+
+    BUDGET = 1 << 23  # floats of noise held per batch (32 MiB)
+
+    def __init__(self, generators: list[Any], vocab: int, temperature: float, top_p: float,
+                 top_k: int, device: Any = "cpu") -> None:
+        self.generators, self.vocab, self.device = list(generators), vocab, device
+        self.temperature, self.top_p, self.top_k = temperature, top_p, top_k
+        self.steps = max(1, min(64, self.BUDGET // max(1, len(self.generators) * vocab)))
+        self.buffer: Any = None   # [rows, steps, V]: log(-log(u)) of the next steps' noise
+        self.used = self.steps
+
+    def __call__(self, logits: Any) -> Any:
+        scores = filtered_scores(logits, self.temperature, self.top_p, self.top_k)
+        if self.temperature <= 0:
+            return scores.argmax(-1)
+        if self.used == self.steps:
+            self._draw()
+        step = self.buffer[:, self.used]
+        self.used += 1
+        return (scores - step).argmax(-1)
+
+    def _draw(self) -> None:
+        import torch
+
+        noise = torch.empty((len(self.generators), self.steps, self.vocab), dtype=torch.float32)
+        for r, g in enumerate(self.generators):
+            torch.rand(self.steps * self.vocab, generator=g, out=noise[r].view(-1))
+        self.buffer, self.used = _log_neg_log(noise).to(self.device), 0
+
+    def keep(self, positions: list[int]) -> None:
+        self.generators = [self.generators[j] for j in positions]
+        if self.buffer is not None:
+            import torch
+
+            self.buffer = self.buffer[torch.tensor(positions, device=self.buffer.device)]
+
+    def __len__(self) -> int:
+        return len(self.generators)
 
 
 def _gumbel_processor(generators: list[Any], temperature: float, top_p: float, top_k: int) -> Any:
@@ -170,17 +239,16 @@ def _sample_own_loop(model: Any, tokenizer: Any, contexts: list[list[int]], n: i
     out: list[tuple[int, str, dict]] = []
     task = progress.task("factory: sampling", total=len(contexts) * n) if progress else None
 
-    def pick(logits: Any, generators: list[Any]) -> Any:
-        return gumbel_scores(logits, generators, temperature, spec.top_p, spec.top_k).argmax(-1)
-
     try:
         for p, context in enumerate(contexts):
             for start in range(0, n, max(1, spec.batch_size)):
                 rows = range(start, min(n, start + spec.batch_size))
                 gens = [torch.Generator().manual_seed(derive_seed(seed, p, i)) for i in rows]
                 started = time.perf_counter()
-                done = decode(decoder, context, gens, max_new_tokens=spec.max_new_tokens,
-                              eos=eos, pick=pick, on_done=task.advance if task else None)
+                sampler = RowSampler(gens, decoder.vocab, temperature, spec.top_p, spec.top_k,
+                                     decoder.device)
+                done = decode(decoder, context, sampler, max_new_tokens=spec.max_new_tokens,
+                              eos=eos, on_done=task.advance if task else None)
                 seconds = time.perf_counter() - started
                 out.extend(_row(tokenizer, p, i, toks, finish, seed, seconds)
                            for i, (toks, finish) in zip(rows, done))

@@ -10,9 +10,12 @@ sandboxed execution with dev scoring, pairs and the refinement (the run is given
 iteration than timed, so the last timed one refines, and is stopped when that one starts).
 Preparation and the baseline sweep happen once per run and are printed apart.
 
-The same iterations run twice, in this order, in this one process: with ``--workers`` sandbox
-children in flight and with one (the baseline; ``--no-baseline`` skips it), after an untimed
-64-candidate iteration that pays the one-off costs (imports, first sandbox start). The factory
+The same iterations run three times, in this order, in this one process: with ``--workers``
+sandbox children in flight and the lookahead (``engine/lookahead.py``: candidates screened and
+run while the factory samples the rest), then the baselines (``--no-baseline`` skips them): one
+worker, and ``--workers`` with the phases one after another (``lookahead = false``); all after
+an untimed 64-candidate iteration that pays the one-off costs (imports, first sandbox start).
+With the lookahead, the "sampling" row holds the screening and runs done meanwhile. The factory
 and the digits data come from ``$SELFDEV_HOME``'s cache (built first, untimed, if missing: "warm
 cache").
 Goal (issue 10): a whole 3,000-candidate iteration in <= 60 s on a 2-core machine.
@@ -37,7 +40,7 @@ class _Stop(KeyboardInterrupt):
     Ctrl-C (the run is left interrupted, as after a kill)."""
 
 
-def one_run(workers: int, args: argparse.Namespace, db: Path) -> dict:
+def one_run(workers: int, args: argparse.Namespace, db: Path, lookahead: bool = True) -> dict:
     from selfdev.engine.config import from_dict
     from selfdev.engine.loop import Runner, start_run
     from selfdev.store import EventStore
@@ -67,7 +70,8 @@ def one_run(workers: int, args: argparse.Namespace, db: Path) -> dict:
                              "candidates": args.candidates},
                      "domain": {"name": "digits"}, "generator": {"name": "tiny"},
                      "optimizer": {"name": args.optimizer},
-                     "executor": {"name": "local", "workers": workers}})
+                     "executor": {"name": "local", "workers": workers,
+                                  "lookahead": lookahead}})
     store = EventStore(str(db))
     try:
         runner = TimedRunner(store, start_run(store, cfg))
@@ -88,7 +92,8 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=1, help="iterations timed")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--optimizer", default="dpo")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the one-worker run")
+    ap.add_argument("--no-baseline", action="store_true",
+                    help="skip the baselines (one worker; no lookahead)")
     ap.add_argument("--no-warmup", action="store_true",
                     help="skip the untimed 64-candidate iteration first (imports, first starts)")
     args = ap.parse_args()
@@ -107,38 +112,41 @@ def main() -> int:
         one_run(args.workers, small, tmp / "warmup.db")
         warm += time.perf_counter() - t0
     load = os.getloadavg()[0]
-    runs = {args.workers: one_run(args.workers, args, tmp / f"w{args.workers}.db")}
-    if not args.no_baseline and args.workers != 1:
-        runs[1] = one_run(1, args, tmp / "w1.db")
+    main_label = f"{args.workers} worker(s)"
+    runs = {main_label: one_run(args.workers, args, tmp / "main.db")}
+    if not args.no_baseline:
+        if args.workers != 1:
+            runs["1 worker"] = one_run(1, args, tmp / "w1.db")
+        runs["no lookahead"] = one_run(args.workers, args, tmp / "off.db", lookahead=False)
 
     its = args.iterations
     print(f"digits, tiny factory, {args.optimizer} optimizer, {args.candidates} candidates an "
           f"iteration, {its} iteration(s) timed, seed {args.seed}; {os.cpu_count()} CPUs, load "
           f"{load:.1f} at start (cache and warm-up iteration: {warm:.1f} s, untimed)")
+    print(f"columns: {main_label} with the lookahead (screening and runs while the factory "
+          f"samples); 1 worker; {args.workers} worker(s) with phases one after another. "
+          f"Ratios: each baseline's seconds / the first column's")
     cols = list(runs)
-    head = f"{'phase (s per iteration)':26s}" + "".join(f"{f'{w} worker(s)':>14s}" for w in cols)
-    if len(cols) == 2:
-        head += f"{'ratio':>8s}"
-    print(head)
-    totals = {w: sum(v for k, v in r["seconds"].items() if k != "setup") / its
-              for w, r in runs.items()}
+    print(f"{'phase (s per iteration)':26s}" + "".join(f"{c:>14s}" for c in cols)
+          + "".join(f"{'ratio':>8s}" for _ in cols[1:]))
+    totals = {c: sum(v for k, v in r["seconds"].items() if k != "setup") / its
+              for c, r in runs.items()}
     for key, label in PHASES + [("total", "whole iteration"), ("setup", "setup (once a run)")]:
-        vals = {w: (totals[w] if key == "total" else
+        vals = {c: (totals[c] if key == "total" else
                     r["seconds"].get(key, 0.0) / (1 if key == "setup" else its))
-                for w, r in runs.items()}
-        line = f"{label:26s}" + "".join(f"{vals[w]:14.1f}" for w in cols)
-        if len(cols) == 2 and vals[cols[0]]:
-            line += f"{vals[cols[1]] / vals[cols[0]]:7.2f}x"
+                for c, r in runs.items()}
+        line = f"{label:26s}" + "".join(f"{vals[c]:14.1f}" for c in cols)
+        for c in cols[1:]:
+            line += f"{vals[c] / vals[cols[0]]:7.2f}x" if vals[cols[0]] else f"{'-':>8s}"
         print(line)
-    for w, r in runs.items():
+    for c, r in runs.items():
         gen = r.get("generated", 0)
-        print(f"{w} worker(s): {gen} generated, {r.get('executed', 0)} executed; "
-              f"{gen / max(totals[w] * its, 1e-9):.1f} candidates/s over whole iterations")
-    best = totals[args.workers]
-    print(f"whole iteration with {args.workers} worker(s): {best:.1f} s (goal <= 60 s: "
+        print(f"{c}: {gen} generated, {r.get('executed', 0)} executed; "
+              f"{gen / max(totals[c] * its, 1e-9):.1f} candidates/s over whole iterations")
+    best = totals[main_label]
+    print(f"whole iteration with {main_label}: {best:.1f} s (goal <= 60 s: "
           f"{'met' if best <= 60 else 'MISSED'})"
-          + (f"; one worker takes {totals[1] / best:.2f}x as long" if 1 in totals and
-             args.workers != 1 else ""))
+          + "".join(f"; {c} takes {totals[c] / best:.2f}x as long" for c in cols[1:]))
     return 0
 
 

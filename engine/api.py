@@ -326,6 +326,15 @@ class Generator(Component):
         """
         raise NotImplementedError
 
+    def generate_batches(self, prompts: list[str], n: int, temperature: float, seed: int,
+                         checkpoint: Path | None = None, iteration: int = 1
+                         ) -> Iterator[list[Completion]]:
+        """``generate``'s completions, in the same order, in batches as they are ready (what
+        the engine calls). The default is one batch; a generator that samples in batches
+        yields each when it is done, so the engine screens and runs those candidates while the
+        rest are sampled (``engine/lookahead.py``)."""
+        yield self.generate(prompts, n, temperature, seed, checkpoint, iteration)
+
     def initial_checkpoint(self) -> Path | None:
         """The factory's starting checkpoint directory, if it is a trainable model."""
         return None

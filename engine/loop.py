@@ -24,10 +24,11 @@ from selfdev.engine import plugins as plugin_mod
 from selfdev.engine.api import (CandidateResult, CandidateWork, Completion, Context, NullProgress,
                                 Pair, Progress, SelfdevError, WorkSpec, derive_seed,
                                 execute_candidate, selfdev_home, selfdev_version)
-from selfdev.engine.api import ConfigError, validate_options
+from selfdev.engine.api import Component, ConfigError, validate_options
 from selfdev.engine.config import RunConfig, check_options, from_dict, legacy_parameters
 from selfdev.engine.options import declared_options
 from selfdev.engine.primitives import primitives_of
+from selfdev.plugins.factory.threads import reserve_cores
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
 
@@ -88,6 +89,28 @@ def next_step(state: RunState, cfg: RunConfig, baseline_labels: list[str]) -> St
     if state.selection is None:
         return Step("selection", ids=[c.candidate_id for c in best])
     return Step("finish")
+
+
+def candidate_id(iteration: int, index: int) -> str:
+    """The id of completion ``index`` of ``iteration``."""
+    return f"i{iteration}-c{index:04d}"
+
+
+@dataclass(frozen=True)
+class Screening:
+    """What screening found for one completion (``Runner.screen_completion``)."""
+
+    status: str                    # accepted, rejected or duplicate
+    reason: str | None = None
+    code: str | None = None        # the extracted program
+    ast_hash: str | None = None
+    primitives: Any = None
+    duplicate_of: str | None = None
+
+    def event(self, cid: str, code_ref: str | None) -> ev.CandidateScreened:
+        return ev.CandidateScreened(candidate_id=cid, status=self.status, reason=self.reason,
+                                    code=code_ref, ast_hash=self.ast_hash,
+                                    duplicate_of=self.duplicate_of, primitives=self.primitives)
 
 
 def build_pairs(state: RunState, cfg: RunConfig, iteration: int) -> ev.PairsBuilt:
@@ -328,6 +351,8 @@ class Runner:
         self._components: dict[str, Any] = {}
         #: the phase holding the accelerator (``engine/device.py``), None before the first
         self.phase: str | None = None
+        #: the iteration's screening and dev runs done while it samples (``engine/lookahead.py``)
+        self.lookahead: Any = None
 
     # ---- components (built lazily: a finished run needs none) ------------------------------
 
@@ -346,6 +371,7 @@ class Runner:
         return self.component("domain")
 
     def close(self) -> None:
+        self.end_lookahead()
         for comp in self._components.values():
             close = getattr(comp, "close", None)
             if close:
@@ -506,52 +532,94 @@ class Runner:
         prompt = self.domain.prompt()
         prompt_ref = self.store.put_blob(prompt)
         temperature = self.state.iterations[t].temperature
-        completions: list[Completion] = generator.generate(
-            [prompt], self.cfg.run.candidates, temperature, derive_seed(self.cfg.run.seed, "generate", t),
-            checkpoint=self.factory_checkpoint(), iteration=t)
+        lookahead = self.start_lookahead()
+        completions: list[Completion] = []
+        with reserve_cores(lookahead.while_sampling if lookahead else 0):
+            for part in generator.generate_batches(
+                    [prompt], self.cfg.run.candidates, temperature,
+                    derive_seed(self.cfg.run.seed, "generate", t),
+                    checkpoint=self.factory_checkpoint(), iteration=t):
+                if lookahead:
+                    lookahead.feed([(candidate_id(t, len(completions) + k), c.text)
+                                    for k, c in enumerate(part)])
+                completions += part
+        if lookahead:
+            lookahead.sampled()
         if not completions:
             raise SelfdevError(f"generator {generator.name!r} produced no completions for iteration {t}")
         batch = []
         for index, completion in enumerate(completions):
             ref = self.store.put_blob(completion.text)
-            batch.append(ev.CandidateGenerated(candidate_id=f"i{t}-c{index:04d}", iteration=t,
+            batch.append(ev.CandidateGenerated(candidate_id=candidate_id(t, index), iteration=t,
                                                index=index, completion=ref, prompt=prompt_ref,
                                                meta=completion.meta))
         self.emit(*batch, source=generator.plugin)
 
+    def start_lookahead(self) -> Any:
+        """A :class:`~selfdev.engine.lookahead.Lookahead` for this iteration, or None where
+        the executor does not offer one or a component hands an accelerator between phases."""
+        self.end_lookahead()
+        executor = self.component("executor")
+        workers = getattr(executor, "lookahead_workers", lambda: 0)()
+        if not workers or any(type(c).release is not Component.release
+                              or type(c).acquire is not Component.acquire
+                              for c in (self.component("generator"), self.domain,
+                                        self.component("evaluator"))):
+            return None  # a component hands an accelerator over between phases
+        from selfdev.engine.lookahead import Lookahead
+
+        evaluator = self.component("evaluator")
+
+        def run(cid: str, code: str) -> CandidateResult:
+            return execute_candidate(self.domain, evaluator,
+                                     CandidateWork(cid, code, "dev", self.cfg.run.timeout))
+
+        self.lookahead = Lookahead(self.screen_completion, run, dict(self.state.by_hash),
+                                   workers, while_sampling=max(1, workers // 2),
+                                   threads=executor.torch_threads())
+        return self.lookahead
+
+    def end_lookahead(self) -> None:
+        if self.lookahead is not None:
+            self.lookahead.close()
+            self.lookahead = None
+
     def do_screen(self, step: Step) -> None:
-        seen = dict(self.state.by_hash)
-        with warnings.catch_warnings():  # a completion's bad literals are not our warnings
-            warnings.simplefilter("ignore", SyntaxWarning)
-            batch = [self.screen_one(cid, seen) for cid in step.ids]
+        ahead = self.lookahead.screenings if self.lookahead else {}
+        if not all(cid in ahead for cid in step.ids):
+            ahead, seen = {}, dict(self.state.by_hash)
+        batch = []
+        for cid in step.ids:
+            screening = (ahead[cid].result() if ahead else self.screen_completion(
+                cid, self.store.get_text(self.state.candidates[cid].completion), seen))
+            batch.append(screening.event(cid, self.store.put_blob(screening.code)
+                                         if screening.code is not None else None))
         self.emit(*batch)
 
-    def screen_one(self, cid: str, seen: dict[str, str]) -> ev.CandidateScreened:
-        """Parse one completion, apply the static policy, de-duplicate by normalised AST."""
+    @staticmethod
+    def screen_completion(cid: str, text: str, seen: dict[str, str]) -> Screening:
+        """Parse one completion, apply the static policy, de-duplicate by normalised AST
+        (``seen``: hash -> first candidate, updated here). Pure: the lookahead calls it off the
+        main thread."""
         from selfdev.sandbox.policy import extract_candidate_tree, screen
 
-        # extraction parses the source; that one tree is read for the primitives, then
-        # consumed by the screen (which transforms it), so each candidate is parsed once
-        code, tree = extract_candidate_tree(
-            self.store.get_text(self.state.candidates[cid].completion))
-        if code is None:
-            return ev.CandidateScreened(candidate_id=cid, status="rejected",
-                                        reason="no merge_models function found in the completion")
-        code_ref = self.store.put_blob(code)
-        used = primitives_of(code, tree)  # what the program is built from (engine/primitives.py)
-        verdict = screen(code, tree)
+        with warnings.catch_warnings():  # a completion's bad literals are not our warnings
+            warnings.simplefilter("ignore", SyntaxWarning)
+            # extraction parses the source; that one tree is read for the primitives, then
+            # consumed by the screen (which transforms it), so each candidate is parsed once
+            code, tree = extract_candidate_tree(text)
+            if code is None:
+                return Screening("rejected", "no merge_models function found in the completion")
+            used = primitives_of(code, tree)  # what the program is built from (primitives.py)
+            verdict = screen(code, tree)
         if not verdict.ok:
-            return ev.CandidateScreened(candidate_id=cid, status="rejected", reason=verdict.reason,
-                                        code=code_ref, ast_hash=verdict.ast_hash, primitives=used)
+            return Screening("rejected", verdict.reason, code, verdict.ast_hash, used)
         if verdict.ast_hash in seen:
             first = seen[verdict.ast_hash]
-            return ev.CandidateScreened(candidate_id=cid, status="duplicate",
-                                        reason=f"same program as {first}", code=code_ref,
-                                        ast_hash=verdict.ast_hash, duplicate_of=first,
-                                        primitives=used)
+            return Screening("duplicate", f"same program as {first}", code, verdict.ast_hash,
+                             used, duplicate_of=first)
         seen[verdict.ast_hash] = cid
-        return ev.CandidateScreened(candidate_id=cid, status="accepted", code=code_ref,
-                                    ast_hash=verdict.ast_hash, primitives=used)
+        return Screening("accepted", None, code, verdict.ast_hash, used)
 
     def candidate_work(self, cid: str, split: str) -> CandidateWork:
         """One candidate's work by value (what any executor, local or remote, is handed)."""
@@ -599,16 +667,24 @@ class Runner:
         values, and each candidate's events go to the log in one atomic batch."""
         executor = self.component("executor")
         evaluator = self.component("evaluator")
-        works = [self.candidate_work(cid, split) for cid in ids]
         task = self.progress.task(description, total=len(ids))
+
+        def record(result: CandidateResult) -> None:
+            self.append([(e, self.domain.plugin if isinstance(
+                e, (ev.CandidateExecuted, ev.CandidateRetried)) else evaluator.plugin)
+                for e in self.result_events(result, split)])
+            task.advance()
+
+        ahead = self.lookahead.results if self.lookahead and split == "dev" else {}
+        rest = [cid for cid in ids if cid not in ahead]
+        for cid in [cid for cid in ids if cid in ahead]:  # under way: recorded in log order
+            record(ahead.pop(cid).result())
+        works = [self.candidate_work(cid, split) for cid in rest]
         results = executor.run_candidates(self.work_spec(), self.domain, works,
                                           lambda w: execute_candidate(self.domain, evaluator, w))
         try:
             for _, result in results:
-                self.append([(e, self.domain.plugin if isinstance(
-                    e, (ev.CandidateExecuted, ev.CandidateRetried)) else evaluator.plugin)
-                    for e in self.result_events(result, split)])
-                task.advance()
+                record(result)
         finally:
             close = getattr(results, "close", None)
             if close:  # a generator's cleanup cancels the executor's in-flight work
@@ -617,6 +693,7 @@ class Runner:
 
     def do_execute(self, step: Step) -> None:
         self.run_many(step.ids, "dev", f"iteration {step.iteration}: candidates")
+        self.end_lookahead()
 
     def do_test(self, step: Step) -> None:
         self.run_many(step.ids, "test", f"top {len(step.ids)} on test")

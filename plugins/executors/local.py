@@ -28,6 +28,13 @@ class LocalExecutor(Executor):
                                                   "work (evaluation) while candidates run; 0 = "
                                                   "automatic: the cores shared among the workers, "
                                                   "1 on a busy machine")
+        lookahead: bool = Field(True, description="screen and run candidates while the factory "
+                                                  "is still sampling (engine/lookahead.py; the "
+                                                  "same log either way)")
+
+    def lookahead_workers(self) -> int:
+        """Candidates the engine may run while the factory samples (0: none)."""
+        return self.options.workers if self.options.lookahead else 0
 
     def torch_threads(self) -> int:
         """Threads for the engine-side torch work during ``map``.

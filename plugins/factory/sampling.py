@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import selfdev
 from selfdev import Completion, derive_seed
@@ -151,19 +151,35 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
     Rows are batched in order (prompt 0's n completions, then prompt 1's); each row's random
     stream is seeded with ``derive_seed(seed, prompt_index, i)``.
     """
-    import torch
-    from transformers import GenerationConfig
+    return [row for batch in sample_batches(model, tokenizer, contexts, n, temperature, seed,
+                                            spec, progress=progress) for row in batch]
 
+
+def sample_batches(model: Any, tokenizer: Any, contexts: list[list[int]], n: int,
+                   temperature: float, seed: int, spec: SampleSpec, *,
+                   progress: Any = None) -> Iterator[list[tuple[int, str, dict]]]:
+    """``sample``'s rows, in order, one list per batch as each batch is done."""
     from selfdev.plugins.factory.decoding import unsupported_reason
 
     if spec.decoder == "auto" and not spec.stop_strings and unsupported_reason(model) is None:
-        return _sample_own_loop(model, tokenizer, contexts, n, temperature, seed, spec,
+        yield from _sample_own_loop(model, tokenizer, contexts, n, temperature, seed, spec,
+                                    progress=progress)
+        return
+    yield from _sample_generate(model, tokenizer, contexts, n, temperature, seed, spec,
                                 progress=progress)
+
+
+def _sample_generate(model: Any, tokenizer: Any, contexts: list[list[int]], n: int,
+                     temperature: float, seed: int, spec: SampleSpec, *,
+                     progress: Any = None) -> Iterator[list[tuple[int, str, dict]]]:
+    """``sample_batches`` through ``model.generate``."""
+    import torch
+    from transformers import GenerationConfig
+
     rows = [(p, i) for p in range(len(contexts)) for i in range(n)]
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     eos = _eos_ids(model, tokenizer)
-    out: list[tuple[int, str, dict]] = []
     task = progress.task("factory: sampling", total=len(rows)) if progress else None
     try:
         for start in range(0, len(rows), max(1, spec.batch_size)):
@@ -193,6 +209,7 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
                                                         spec.top_k)], **kwargs)
             seconds = time.perf_counter() - started
             new = result[:, width:].cpu()
+            out: list[tuple[int, str, dict]] = []
             for r, (p, i) in enumerate(batch):
                 toks = new[r].tolist()
                 finish = "length"
@@ -205,10 +222,10 @@ def sample(model: Any, tokenizer: Any, contexts: list[list[int]], n: int, temper
                 out.append(_row(tokenizer, p, i, toks, finish, seed, seconds))
             if task:
                 task.advance(len(batch))
+            yield out
     finally:
         if task:
             task.close()
-    return out
 
 
 def _row(tokenizer: Any, p: int, i: int, toks: list[int], finish: str, seed: int,
@@ -228,15 +245,15 @@ def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
 
 def _sample_own_loop(model: Any, tokenizer: Any, contexts: list[list[int]], n: int,
                      temperature: float, seed: int, spec: SampleSpec, *,
-                     progress: Any = None) -> list[tuple[int, str, dict]]:
-    """``sample`` through ``selfdev.plugins.factory.decoding`` (same rows, same streams)."""
+                     progress: Any = None) -> Iterator[list[tuple[int, str, dict]]]:
+    """``sample_batches`` through ``selfdev.plugins.factory.decoding`` (same rows, same
+    streams)."""
     import torch
 
     from selfdev.plugins.factory.decoding import LlamaDecoder, decode
 
     decoder = LlamaDecoder(model)
     eos = _eos_ids(model, tokenizer)
-    out: list[tuple[int, str, dict]] = []
     task = progress.task("factory: sampling", total=len(contexts) * n) if progress else None
 
     try:
@@ -250,12 +267,11 @@ def _sample_own_loop(model: Any, tokenizer: Any, contexts: list[list[int]], n: i
                 done = decode(decoder, context, sampler, max_new_tokens=spec.max_new_tokens,
                               eos=eos, on_done=task.advance if task else None)
                 seconds = time.perf_counter() - started
-                out.extend(_row(tokenizer, p, i, toks, finish, seed, seconds)
-                           for i, (toks, finish) in zip(rows, done))
+                yield [_row(tokenizer, p, i, toks, finish, seed, seconds)
+                       for i, (toks, finish) in zip(rows, done)]
     finally:
         if task:
             task.close()
-    return out
 
 
 class LocalModelGenerator:
@@ -309,21 +325,29 @@ class LocalModelGenerator:
 
     def generate(self, prompts: list[str], n: int, temperature: float, seed: int,
                  checkpoint: Path | None = None, iteration: int = 1) -> list[Any]:
+        return [c for batch in self.generate_batches(prompts, n, temperature, seed, checkpoint,
+                                                     iteration) for c in batch]
+
+    def generate_batches(self, prompts: list[str], n: int, temperature: float, seed: int,
+                         checkpoint: Path | None = None, iteration: int = 1
+                         ) -> Iterator[list[Any]]:
         loaded = self.load(checkpoint)
         fmt = self.prompt_format(loaded)
         contexts = [fmt.ids(loaded.tokenizer, p) for p in prompts]
         progress = getattr(getattr(self, "ctx", None), "progress", None)
         started = time.perf_counter()
+        completions = tokens = 0
         with selfdev.torch_threads(resolve_threads(self.options.threads)):
-            rows = sample(loaded.model, loaded.tokenizer, contexts, n, temperature, seed,
-                          self.spec, progress=progress)
+            for rows in sample_batches(loaded.model, loaded.tokenizer, contexts, n, temperature,
+                                       seed, self.spec, progress=progress):
+                completions += len(rows)
+                tokens += sum(m["tokens"] for _, _, m in rows)
+                yield [Completion(text=text, prompt_index=p,
+                                  meta={"tokens": m["tokens"], "finish": m["finish"],
+                                        "temperature": round(float(temperature), 6),
+                                        "prompt_mode": fmt.mode})
+                       for p, text, m in rows]
         seconds = time.perf_counter() - started
-        tokens = sum(m["tokens"] for _, _, m in rows)
-        self.last_stats = {"completions": len(rows), "tokens": tokens,
+        self.last_stats = {"completions": completions, "tokens": tokens,
                            "seconds": round(seconds, 3),
                            "tokens_per_second": round(tokens / seconds, 1) if seconds else None}
-        return [Completion(text=text, prompt_index=p,
-                           meta={"tokens": m["tokens"], "finish": m["finish"],
-                                 "temperature": round(float(temperature), 6),
-                                 "prompt_mode": fmt.mode})
-                for p, text, m in rows]

@@ -11,11 +11,12 @@ iteration than timed, so the last timed one refines, and is stopped when that on
 Preparation and the baseline sweep happen once per run and are printed apart.
 
 The same iterations run three times, in this order, in this one process: with ``--workers``
-sandbox children in flight and the lookahead (``engine/lookahead.py``: candidates screened and
-run while the factory samples the rest), then the baselines (``--no-baseline`` skips them): one
-worker, and ``--workers`` with the phases one after another (``lookahead = false``); all after
-an untimed 64-candidate iteration that pays the one-off costs (imports, first sandbox start).
-With the lookahead, the "sampling" row holds the screening and runs done meanwhile. The factory
+sandbox children in flight (the default configuration, with the lookahead of
+``engine/lookahead.py``: screening overlapped with the runs, and candidates run beside the
+factory where it leaves cores free; the rows then hold what their step waited for), then the
+baselines (``--no-baseline`` skips them): one worker, and ``--workers`` with the phases one
+after another (``lookahead = false``); all after an untimed 64-candidate iteration that pays the
+one-off costs (imports, first sandbox start). The screening memo is emptied before each run. The factory
 and the digits data come from ``$SELFDEV_HOME``'s cache (built first, untimed, if missing: "warm
 cache").
 Goal (issue 10): a whole 3,000-candidate iteration in <= 60 s on a 2-core machine.
@@ -43,6 +44,7 @@ class _Stop(KeyboardInterrupt):
 def one_run(workers: int, args: argparse.Namespace, db: Path, lookahead: bool = True) -> dict:
     from selfdev.engine.config import from_dict
     from selfdev.engine.loop import Runner, start_run
+    from selfdev.sandbox.policy import forget_screens
     from selfdev.store import EventStore
 
     timed = args.iterations
@@ -72,6 +74,7 @@ def one_run(workers: int, args: argparse.Namespace, db: Path, lookahead: bool = 
                      "optimizer": {"name": args.optimizer},
                      "executor": {"name": "local", "workers": workers,
                                   "lookahead": lookahead}})
+    forget_screens()  # the same seed samples the same programs: no run screens for the next
     store = EventStore(str(db))
     try:
         runner = TimedRunner(store, start_run(store, cfg))
@@ -123,9 +126,9 @@ def main() -> int:
     print(f"digits, tiny factory, {args.optimizer} optimizer, {args.candidates} candidates an "
           f"iteration, {its} iteration(s) timed, seed {args.seed}; {os.cpu_count()} CPUs, load "
           f"{load:.1f} at start (cache and warm-up iteration: {warm:.1f} s, untimed)")
-    print(f"columns: {main_label} with the lookahead (screening and runs while the factory "
-          f"samples); 1 worker; {args.workers} worker(s) with phases one after another. "
-          f"Ratios: each baseline's seconds / the first column's")
+    print(f"columns: {main_label} (the default: with the lookahead, engine/lookahead.py); "
+          f"1 worker; {args.workers} worker(s) with the phases one after another. Ratios: each "
+          f"baseline's seconds / the first column's")
     cols = list(runs)
     print(f"{'phase (s per iteration)':26s}" + "".join(f"{c:>14s}" for c in cols)
           + "".join(f"{'ratio':>8s}" for _ in cols[1:]))

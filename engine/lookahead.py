@@ -11,15 +11,28 @@ seen before it, execution of the code), so the log is the one the steps would ha
 alone, results in log order; only ``duration_ms`` differs, as it does between any two runs.
 Nothing is recorded early: killed mid-way, the run resumes from its log and redoes the work.
 
-It is used with the ``local`` executor (``lookahead = true``, the default) when no component
-hands an accelerator between phases (``engine/device.py``): a GPU held by the factory is not
-shared with evaluation.
+It is used with the ``local`` executor's ``lookahead`` option when no component hands an
+accelerator between phases (``engine/device.py``): a GPU held by the factory is not shared with
+evaluation. Candidates run beside the factory only on cores it does not use
+(:func:`beside_factory`); with none to spare (2 cores), the lookahead starts when sampling ends
+and overlaps screening with the runs. Measured on 2 cores (``python bench/iteration.py``, 3,000
+candidates, 2 workers): candidates run beside a factory given one of the two cores took
+66.2 s an iteration against 62.4 s with the phases one after another (the factory's one
+thread, the screening thread and the sandbox supervisors contend for the cores and the GIL).
 """
 from __future__ import annotations
 
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable
+
+
+def beside_factory(workers: int) -> int:
+    """Candidates to run while the factory samples: on the cores beyond the factory's (it
+    samples on up to 2 threads, ``plugins/factory/threads.py``); 0 (start once it is done)
+    where there are none: sharing its cores cost more than it saved (see the module)."""
+    return min(workers, max(0, (os.cpu_count() or 1) - 2))
 
 
 class _Gate:

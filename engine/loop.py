@@ -533,17 +533,20 @@ class Runner:
         prompt_ref = self.store.put_blob(prompt)
         temperature = self.state.iterations[t].temperature
         lookahead = self.start_lookahead()
+        during = lookahead.while_sampling if lookahead else 0  # runs beside the factory
         completions: list[Completion] = []
-        with reserve_cores(lookahead.while_sampling if lookahead else 0):
+        with reserve_cores(during):
             for part in generator.generate_batches(
                     [prompt], self.cfg.run.candidates, temperature,
                     derive_seed(self.cfg.run.seed, "generate", t),
                     checkpoint=self.factory_checkpoint(), iteration=t):
-                if lookahead:
+                if during:
                     lookahead.feed([(candidate_id(t, len(completions) + k), c.text)
                                     for k, c in enumerate(part)])
                 completions += part
         if lookahead:
+            if not during:
+                lookahead.feed([(candidate_id(t, k), c.text) for k, c in enumerate(completions)])
             lookahead.sampled()
         if not completions:
             raise SelfdevError(f"generator {generator.name!r} produced no completions for iteration {t}")
@@ -566,7 +569,7 @@ class Runner:
                               for c in (self.component("generator"), self.domain,
                                         self.component("evaluator"))):
             return None  # a component hands an accelerator over between phases
-        from selfdev.engine.lookahead import Lookahead
+        from selfdev.engine.lookahead import Lookahead, beside_factory
 
         evaluator = self.component("evaluator")
 
@@ -575,7 +578,7 @@ class Runner:
                                      CandidateWork(cid, code, "dev", self.cfg.run.timeout))
 
         self.lookahead = Lookahead(self.screen_completion, run, dict(self.state.by_hash),
-                                   workers, while_sampling=max(1, workers // 2),
+                                   workers, while_sampling=beside_factory(workers),
                                    threads=executor.torch_threads())
         return self.lookahead
 

@@ -28,9 +28,10 @@ class LocalExecutor(Executor):
                                                   "work (evaluation) while candidates run; 0 = "
                                                   "automatic: the cores shared among the workers, "
                                                   "1 on a busy machine")
-        lookahead: bool = Field(True, description="screen and run candidates while the factory "
-                                                  "is still sampling (engine/lookahead.py; the "
-                                                  "same log either way)")
+        lookahead: bool = Field(True, description="overlap screening and candidate runs, "
+                                                  "and run candidates beside the factory on "
+                                                  "cores it does not use (engine/lookahead.py; "
+                                                  "the same log either way)")
 
     def lookahead_workers(self) -> int:
         """Candidates the engine may run while the factory samples (0: none)."""

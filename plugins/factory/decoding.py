@@ -122,12 +122,14 @@ def decode(decoder: LlamaDecoder, context: list[int], sampler: Any, *,
     ``sampler.keep(positions)`` follows the batch when rows are dropped
     (``selfdev.plugins.factory.sampling.RowSampler``). The context is run once and its cache
     copied to every row; finished rows are dropped from the batch (the cache compacted) once
-    they are a quarter of it.
+    they are a quarter of it. The cache grows with the longest row (doubling from 128 new
+    positions), so a batch of thousands of rows holds what it uses, not ``max_new_tokens``.
     """
     import torch
 
     n, ctx_len = len(sampler), len(context)
-    length = ctx_len + max_new_tokens
+    full = ctx_len + max_new_tokens
+    length = min(full, ctx_len + 128)
     out: list[list[int]] = [[] for _ in range(n)]
     finish = ["length"] * n
     with torch.inference_mode():
@@ -159,15 +161,26 @@ def decode(decoder: LlamaDecoder, context: list[int], sampler: Any, *,
                 positions = [j for j, a in enumerate(alive) if a]
                 keep = torch.tensor(positions, device=decoder.device)
                 sampler.keep(positions)
-                new = decoder.new_cache(n_alive, length)
-                for (keys, values), (old_k, old_v) in zip(new, cache):
-                    keys[:, :, :pos] = old_k[keep, :, :pos]
-                    values[:, :, :pos] = old_v[keep, :, :pos]
-                cache, chosen = new, chosen[keep]
+                cache = _moved(decoder, cache, keep, n_alive, length, pos)
+                chosen = chosen[keep]
                 rows = [rows[j] for j in positions]
                 alive = [True] * n_alive
+            if pos == length:
+                length = min(full, ctx_len + 2 * (length - ctx_len))
+                cache = _moved(decoder, cache, slice(None), len(rows), length, pos)
             logits = decoder.forward(chosen[:, None], cache, pos)
             pos += 1
     if on_done and n_alive:
         on_done(n_alive)
     return list(zip(out, finish))
+
+
+def _moved(decoder: LlamaDecoder, cache: list[Any], rows: Any, n: int, length: int,
+           filled: int) -> list[Any]:
+    """A new cache of ``n`` rows and ``length`` positions holding the first ``filled``
+    positions of ``cache``'s rows ``rows`` (an index tensor, or ``slice(None)`` for all)."""
+    new = decoder.new_cache(n, length)
+    for (keys, values), (old_k, old_v) in zip(new, cache):
+        keys[:, :, :filled] = old_k[rows, :, :filled]
+        values[:, :, :filled] = old_v[rows, :, :filled]
+    return new

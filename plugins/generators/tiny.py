@@ -389,7 +389,7 @@ class TinyGenerator(LocalModelGenerator, Generator):
         max_new_tokens: MaxNewTokens = 400
         top_p: TopP = 1.0
         top_k: TopK = 0
-        batch_size: BatchSize = 512
+        batch_size: BatchSize = 1024
         threads: Threads = 0
         cache_implementation: CacheImplementation = "dynamic"
         decoder: Decoder = "auto"

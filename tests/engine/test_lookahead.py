@@ -24,6 +24,7 @@ def merge_models(task_vectors, base, name):
 
 SCORED = threading.Event()   # set by the probe evaluator on its first score
 SEEN_DURING_SAMPLING: list[bool] = []
+WAIT_SECONDS = 60  # for a score while sampling; a test that expects none waits less
 
 
 class TwoBatches(Generator):
@@ -39,8 +40,7 @@ class TwoBatches(Generator):
         programs = [Completion(PROGRAM.format(scale=round(0.1 * (i + 1), 2))) for i in range(n)]
         SCORED.clear()  # the baselines were scored before the iteration
         yield programs[: n // 2]
-        SEEN_DURING_SAMPLING.append(SCORED.wait(60 if self.ctx.options["executor"].get(
-            "lookahead", True) else 3))
+        SEEN_DURING_SAMPLING.append(SCORED.wait(WAIT_SECONDS))
         yield programs[n // 2:]
 
 
@@ -80,14 +80,16 @@ def config(lookahead: bool, **over) -> object:
     return from_dict(data)
 
 
-def test_candidates_are_scored_while_the_factory_samples(db_path, probe):
+def test_candidates_are_scored_while_the_factory_samples(db_path, probe, monkeypatch):
+    monkeypatch.setattr("selfdev.engine.lookahead.beside_factory", lambda workers: workers)
     with EventStore(db_path) as store:
         state = run_config(store, config(True, run={"iterations": 1}))
     assert state.finished is not None
     assert SEEN_DURING_SAMPLING == [True]
 
 
-def test_without_lookahead_scoring_waits_for_the_factory(db_path, probe):
+def test_without_lookahead_scoring_waits_for_the_factory(db_path, probe, monkeypatch):
+    monkeypatch.setattr(__name__ + ".WAIT_SECONDS", 3)
     with EventStore(db_path) as store:
         run_config(store, config(False, run={"iterations": 1}))
     assert SEEN_DURING_SAMPLING == [False]
@@ -112,12 +114,24 @@ def events_of(store, run_id: str, keep_order: bool) -> list:
     return out if keep_order else sorted(out, key=repr)
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_the_log_is_the_same_with_and_without_lookahead(db_path, workers):
+def test_with_no_core_to_spare_scoring_starts_when_the_factory_is_done(db_path, probe,
+                                                                        monkeypatch):
+    monkeypatch.setattr("selfdev.engine.lookahead.beside_factory", lambda workers: 0)
+    monkeypatch.setattr(__name__ + ".WAIT_SECONDS", 3)
+    with EventStore(db_path) as store:
+        state = run_config(store, config(True, run={"iterations": 1}))
+    assert state.finished is not None
+    assert SEEN_DURING_SAMPLING == [False]
+
+
+@pytest.mark.parametrize("workers,beside", [(1, 1), (2, 1), (2, 0)])
+def test_the_log_is_the_same_with_and_without_lookahead(db_path, workers, beside, monkeypatch):
     """The tiny factory (test size, batches of 8, so the lookahead gets four batches an
-    iteration), two iterations: every event equal; in log order with one worker."""
+    iteration), two iterations, candidates run beside the factory or after it: every event
+    equal; in log order with one worker."""
     from selfdev.plugins.generators.tiny import ensure_factory
 
+    monkeypatch.setattr("selfdev.engine.lookahead.beside_factory", lambda workers: beside)
     ensure_factory(Path(os.environ["SELFDEV_HOME"]), "test", threads=1)
     over = {"generator": {"name": "tiny", "size": "test", "batch_size": 8, "threads": 1,
                           "max_new_tokens": 200},

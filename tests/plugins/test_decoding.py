@@ -66,3 +66,30 @@ def test_own_loop_samples_the_same_tokens_as_generate(tiny_factory, top_p, top_k
     assert [m["tokens"] for _, _, m in own] == [m["tokens"] for _, _, m in ref]
     assert [m["finish"] for _, _, m in own] == [m["finish"] for _, _, m in ref]
     assert len({text for _, text, _ in own}) > 6
+
+
+def test_rows_longer_than_the_first_cache_give_the_same_tokens_as_generate():
+    """The cache starts at 128 new positions and grows: rows of an untrained model (which
+    seldom stops) run past it and match transformers' ``generate`` token for token."""
+    import torch
+
+    from selfdev.plugins.factory.decoding import LlamaDecoder, decode
+    from selfdev.plugins.factory.sampling import RowSampler, _gumbel_processor
+
+    model = _llama(max_position_embeddings=512)
+    context = [1, 5, 9, 33]
+
+    def streams():
+        return [torch.Generator().manual_seed(s) for s in range(11, 17)]
+
+    own = decode(LlamaDecoder(model), context, RowSampler(streams(), 97, 1.0, 1.0, 0),
+                 max_new_tokens=300, eos={2})
+    assert max(len(tokens) for tokens, _ in own) > 128
+    with torch.no_grad():
+        ref = model.generate(input_ids=torch.tensor([context] * 6), do_sample=False, num_beams=1,
+                             max_new_tokens=300, eos_token_id=2, pad_token_id=0,
+                             logits_processor=[_gumbel_processor(streams(), 1.0, 1.0, 0)])
+    for (tokens, finish), row in zip(own, ref[:, len(context):].tolist()):
+        expected = row[:row.index(2)] if 2 in row else row
+        assert tokens == expected
+        assert finish == ("stop" if 2 in row else "length")

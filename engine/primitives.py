@@ -45,6 +45,8 @@ PRIMITIVES: dict[str, str] = {name: family for family, names in FAMILIES.items()
 def primitives_of(code: str, tree: ast.AST | None = None) -> list[str] | None:
     """The sorted distinct primitives ``code`` calls; None when it does not parse. ``tree``: an
     unmodified ``ast.parse(code)`` the caller already holds (read, not changed)."""
+    from selfdev.sandbox.policy import walk_nodes
+
     if tree is None:
         try:
             with warnings.catch_warnings():  # a program's bad literals are not our warnings
@@ -52,25 +54,10 @@ def primitives_of(code: str, tree: ast.AST | None = None) -> list[str] | None:
                 tree = ast.parse(code)
         except (SyntaxError, ValueError):
             return None
-    found = {node.func.attr for node in _walk(tree)
+    found = {node.func.attr for node in walk_nodes(tree)
              if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
              and node.func.attr in PRIMITIVES}
     return sorted(found)
-
-
-def _walk(tree: ast.AST) -> list:
-    """Every node under ``tree`` (``ast.walk``'s nodes, in a list; cheaper: screening calls this
-    for every candidate)."""
-    nodes = [tree]
-    AST = ast.AST
-    for node in nodes:  # the list grows while it is read: breadth first
-        for name in node._fields:
-            field = getattr(node, name, None)
-            if isinstance(field, AST):
-                nodes.append(field)
-            elif isinstance(field, list):
-                nodes.extend([item for item in field if isinstance(item, AST)])
-    return nodes
 
 
 def families_of(primitives: list[str]) -> list[str]:

@@ -116,8 +116,9 @@ _CHECKED_TYPES = frozenset({
     ast.MatchAs, ast.MatchStar, ast.MatchMapping})
 
 
-def _walk(tree: ast.AST) -> list:
-    """Every node under ``tree`` (``ast.walk``'s nodes, in a list; cheaper)."""
+def walk_nodes(tree: ast.AST) -> list:
+    """Every node under ``tree`` (``ast.walk``'s nodes, in a list; cheaper: screening walks
+    every candidate)."""
     nodes = [tree]
     AST = ast.AST
     for node in nodes:  # the list grows while it is read: breadth first
@@ -487,7 +488,7 @@ def _with_imports(src: str, tree: ast.Module | None) -> tuple[str, ast.Module | 
             return src, None
     imported = set()
     used = set()
-    for n in _walk(tree):
+    for n in walk_nodes(tree):
         if isinstance(n, ast.Import):
             for al in n.names:
                 imported.add((al.asname or al.name).split(".")[0])

@@ -93,6 +93,27 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+_reserved_cores = 0
+
+
+@contextlib.contextmanager
+def reserve_cores(n: int) -> Iterator[None]:
+    """Inside the block, automatic torch threads (``plugins/factory/threads.py``) leave ``n``
+    cores to other work of this process: the engine's lookahead runs sandbox children beside
+    the factory, and OpenMP threads that share their cores with them wait at every barrier."""
+    global _reserved_cores
+    _reserved_cores += n
+    try:
+        yield
+    finally:
+        _reserved_cores -= n
+
+
+def reserved_cores() -> int:
+    """Cores held back by :func:`reserve_cores` right now."""
+    return _reserved_cores
+
+
 def format_score(value: Any) -> str:
     """A score for tables and logs: two decimals, ``-`` for none (one formatter everywhere)."""
     if value is None:

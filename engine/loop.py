@@ -23,12 +23,11 @@ from selfdev.engine import events as ev
 from selfdev.engine import plugins as plugin_mod
 from selfdev.engine.api import (CandidateResult, CandidateWork, Completion, Context, NullProgress,
                                 Pair, Progress, SelfdevError, WorkSpec, derive_seed,
-                                execute_candidate, selfdev_home, selfdev_version)
+                                execute_candidate, reserve_cores, selfdev_home, selfdev_version)
 from selfdev.engine.api import Component, ConfigError, validate_options
 from selfdev.engine.config import RunConfig, check_options, from_dict, legacy_parameters
 from selfdev.engine.options import declared_options
 from selfdev.engine.primitives import primitives_of
-from selfdev.plugins.factory.threads import reserve_cores
 from selfdev.engine.state import CandidateState, RunState, apply, fold
 
 

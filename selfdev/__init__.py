@@ -62,6 +62,8 @@ _EXPORTS: dict[str, str] = {
     "derive_seed": "selfdev.engine.api",
     "parse_kv": "selfdev.engine.api",
     "torch_threads": "selfdev.engine.api",
+    "reserve_cores": "selfdev.engine.api",
+    "reserved_cores": "selfdev.engine.api",
     "format_score": "selfdev.engine.api",
     # one accelerator shared by the loop's phases (engine/device.py)
     "DeviceNeed": "selfdev.engine.device",
@@ -126,7 +128,8 @@ if TYPE_CHECKING:  # pragma: no cover - for editors and type checkers only
                                     Domain, Evaluator, Executor, Generator, MergeOutcome,
                                     NullProgress, Optimizer, Pair, Progress, ProgressTask,
                                     Refinement, SelfdevError, cache_dir, cache_lock, derive_seed,
-                                    format_score, parse_kv, selfdev_home, torch_threads)
+                                    format_score, parse_kv, reserve_cores, reserved_cores,
+                                    selfdev_home, torch_threads)
     from selfdev.engine.device import (DeviceNeed, DevicePlan, ModelShape, dtype_bytes,
                                        free_device_memory, model_shape, shutdown_engine)
     from selfdev.engine.hookspecs import hookimpl

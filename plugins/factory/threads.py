@@ -1,25 +1,10 @@
 """How many torch threads factory work (sampling, training, the tiny build) runs on."""
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from typing import Iterator
 
-_reserved = 0  # cores the engine has given to work running beside the factory's
-
-
-@contextlib.contextmanager
-def reserve_cores(n: int) -> Iterator[None]:
-    """Inside the block, automatic threads leave ``n`` cores to other work of this process
-    (the engine's lookahead runs sandbox children while the factory samples: OpenMP threads
-    that share their cores with it wait at every barrier)."""
-    global _reserved
-    _reserved += n
-    try:
-        yield
-    finally:
-        _reserved -= n
+import selfdev
 
 
 def idle_cores(window: float = 0.1) -> float | None:
@@ -52,7 +37,7 @@ def resolve_threads(threads: int | None) -> int:
     """torch's CPU threads: ``threads`` if positive, else automatic.
 
     Automatic is min(2, cores) when that many cores are idle now, else 1 (cores: those not
-    reserved with ``reserve_cores``): on a shared 2-core
+    reserved with ``selfdev.reserve_cores``): on a shared 2-core
     machine two OpenMP threads that keep waiting for each other at barriers ran 3-5x *slower*
     than one thread (measured: a tiny-factory build took 56 s with 1 thread and 172 s with 2 at
     load 5). Where idleness cannot be measured, the 1-minute load average decides. Results do
@@ -64,7 +49,7 @@ def resolve_threads(threads: int | None) -> int:
     """
     if threads is not None and int(threads) > 0:
         return int(threads)
-    cores = max(1, (os.cpu_count() or 1) - _reserved)
+    cores = max(1, (os.cpu_count() or 1) - selfdev.reserved_cores())
     want = max(1, min(2, cores))
     idle = idle_cores()
     if idle is not None:

@@ -15,6 +15,7 @@ from click.testing import CliRunner
 from selfdev.engine.cli import cli
 from selfdev.engine.sweep import parse_seeds, parse_set
 from selfdev.store import EventStore, NewEvent
+from selfdev.store.errors import StoreError
 
 CONFIG = """\
 [run]
@@ -197,9 +198,12 @@ def test_killed_with_sigkill_and_resumed_gives_the_uninterrupted_results(config,
             assert proc.poll() is None, f"the sweep ended before it was killed: {proc.stderr.read()}"
             assert time.monotonic() < deadline, "no candidate was scored in 120 s"
             if db.exists():
-                with EventStore(db, readonly=True) as store:
-                    if store.count(types=["candidate.evaluated"]) >= 3:
-                        break
+                try:
+                    with EventStore(db, readonly=True) as store:
+                        if store.count(types=["candidate.evaluated"]) >= 3:
+                            break
+                except StoreError:  # the file exists, its tables not yet
+                    pass
             time.sleep(0.1)
         # the lock file names the runs in flight: each unfinished run shows as running
         listed = CliRunner().invoke(cli, ["runs", "--db", str(db), "--json"])

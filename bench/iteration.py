@@ -16,9 +16,9 @@ sandbox children in flight (the default configuration, with the lookahead of
 factory where it leaves cores free; the rows then hold what their step waited for), then the
 baselines (``--no-baseline`` skips them): one worker, and ``--workers`` with the phases one
 after another (``lookahead = false``); all after an untimed 64-candidate iteration that pays the
-one-off costs (imports, first sandbox start). The screening memo is emptied before each run. The factory
-and the digits data come from ``$SELFDEV_HOME``'s cache (built first, untimed, if missing: "warm
-cache").
+one-off costs (imports, first sandbox start). The screening memo is emptied before each run. The
+factory and the digits data come from ``$SELFDEV_HOME``'s cache (built first, untimed, if
+missing: "warm cache").
 Goal (issue 10): a whole 3,000-candidate iteration in <= 60 s on a 2-core machine.
 """
 from __future__ import annotations

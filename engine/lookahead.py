@@ -24,6 +24,7 @@ Started when sampling ends, the overlap of screening and runs changed a whole it
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -72,7 +73,8 @@ class Lookahead:
     def __init__(self, screen: Callable[[str, str, dict], Any], run: Callable[[str, str], Any],
                  seen: dict[str, str], workers: int, while_sampling: int, threads: int) -> None:
         self._screen, self._run, self._seen = screen, run, seen
-        self.while_sampling, self._threads, self._threads_before = while_sampling, threads, None
+        self.while_sampling, self._threads = while_sampling, threads
+        self._restore = contextlib.ExitStack()  # the torch threads set by :meth:`sampled`
         self._screener = ThreadPoolExecutor(1, thread_name_prefix="selfdev-lookahead-screen")
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="selfdev-lookahead-run")
         self._gate = _Gate(while_sampling)
@@ -88,10 +90,9 @@ class Lookahead:
     def sampled(self) -> None:
         """The factory is done: every worker may run a candidate now, with the executor's
         torch threads for the evaluations (process-wide: restored by :meth:`close`)."""
-        import torch
+        from selfdev.engine.api import torch_threads
 
-        self._threads_before = torch.get_num_threads()
-        torch.set_num_threads(self._threads)
+        self._restore.enter_context(torch_threads(self._threads))
         self._gate.set(self._workers)
 
     def _screen_one(self, cid: str, text: str) -> Any:
@@ -109,8 +110,4 @@ class Lookahead:
         self._gate.set(self._workers)
         self._screener.shutdown(wait=True, cancel_futures=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        if self._threads_before is not None:
-            import torch
-
-            torch.set_num_threads(self._threads_before)
-            self._threads_before = None
+        self._restore.close()

@@ -534,18 +534,23 @@ class Runner:
         lookahead = self.start_lookahead()
         during = lookahead.while_sampling if lookahead else 0  # runs beside the factory
         completions: list[Completion] = []
+        fed = 0  # completions handed to the lookahead
+
+        def feed() -> None:
+            lookahead.feed([(candidate_id(t, k), c.text)
+                            for k, c in enumerate(completions[fed:], start=fed)])
+
         with reserve_cores(during):
             for part in generator.generate_batches(
                     [prompt], self.cfg.run.candidates, temperature,
                     derive_seed(self.cfg.run.seed, "generate", t),
                     checkpoint=self.factory_checkpoint(), iteration=t):
-                if during:
-                    lookahead.feed([(candidate_id(t, len(completions) + k), c.text)
-                                    for k, c in enumerate(part)])
                 completions += part
+                if during:
+                    feed()
+                    fed = len(completions)
         if lookahead:
-            if not during:
-                lookahead.feed([(candidate_id(t, k), c.text) for k, c in enumerate(completions)])
+            feed()
             lookahead.sampled()
         if not completions:
             raise SelfdevError(f"generator {generator.name!r} produced no completions for iteration {t}")

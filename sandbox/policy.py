@@ -541,8 +541,9 @@ def _bare_candidates(text: str, failed: SyntaxError | None = None):
                 fails_from = start + bad_line
 
 
-def _extract(text: str) -> tuple[str | None, ast.Module | None]:
-    """``extract_candidate``'s source, and its tree when extraction parsed exactly it."""
+def extract_candidate_tree(text: str) -> tuple[str | None, ast.Module | None]:
+    """``extract_candidate(text)`` and, when extraction already parsed exactly that source, its
+    fresh tree (else None), for ``screen_and_compile(code, tree)`` and ``primitives_of``."""
     if not isinstance(text, str) or not text:
         return None, None
     text = text[:MAX_COMPLETION_CHARS].replace("\r\n", "\n")
@@ -570,10 +571,4 @@ def extract_candidate(text: str) -> str | None:
     """Pull the first block that defines a parseable ``merge_models`` out of an LLM completion:
     fenced blocks first (in order), then bare code. Returns the source (with ``import
     torch``/``import math`` added when used but missing), or None."""
-    return _extract(text)[0]
-
-
-def extract_candidate_tree(text: str) -> tuple[str | None, ast.Module | None]:
-    """``extract_candidate(text)`` and, when extraction already parsed exactly that source, its
-    fresh tree (else None), for ``screen_and_compile(code, tree)`` and ``primitives_of``."""
-    return _extract(text)
+    return extract_candidate_tree(text)[0]
